@@ -1,0 +1,128 @@
+"""Settings, layered lowest first: built-in defaults, the user's config file,
+environment variables (`GOVERNOR_*`), then constructor arguments (tests).
+
+Every setting has a default, a config-file key (the field name) and an
+environment variable (`GOVERNOR_` + the field name in capitals); README lists
+them all. Secrets (provider API keys, the local key) are read from the
+environment or the OS keychain only: a secret found in the config file is
+ignored with a warning, because config files get copied, synced and pasted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from agent.core.dialects import Provider
+
+log = logging.getLogger("governor.config")
+
+APP_NAME = "governor"
+SECRET_FIELDS = frozenset(
+    {"local_key", "anthropic_api_key", "openai_api_key", "gemini_api_key"}
+)
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+def config_file_path() -> Path:
+    explicit = os.environ.get("GOVERNOR_CONFIG")
+    if explicit:
+        return Path(explicit).expanduser()
+    return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)) / "config.toml"
+
+
+class _ConfigFileSource(TomlConfigSettingsSource):
+    """The user's TOML config file, minus any secret it should not hold."""
+
+    def __init__(self, settings_cls: type[BaseSettings]):
+        super().__init__(settings_cls, toml_file=config_file_path())
+        for key in sorted(SECRET_FIELDS & self.toml_data.keys()):
+            log.warning(
+                "config_secret_ignored key=%s file=%s hint=%s",
+                key,
+                config_file_path(),
+                f"set GOVERNOR_{key.upper()} or store it with `governor secret set {key}`",
+            )
+            del self.toml_data[key]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GOVERNOR_", extra="ignore", validate_default=True)
+
+    listen: str = "127.0.0.1:8787"
+    data_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)))
+    log_level: str = "INFO"
+
+    # The key coding tools present to the gateway. Generated on first run and
+    # kept in the keychain when unset; `governor key` shows it.
+    local_key: SecretStr | None = None
+
+    anthropic_base_url: str = "https://api.anthropic.com"
+    anthropic_api_key: SecretStr | None = None
+    openai_base_url: str = "https://api.openai.com"
+    openai_api_key: SecretStr | None = None
+    gemini_base_url: str = "https://generativelanguage.googleapis.com"
+    gemini_api_key: SecretStr | None = None
+
+    body_limit_bytes: int = 32 * 1024 * 1024
+    # Browser origins allowed to call the gateway (none: no web page may spend the budget).
+    allowed_origins: list[str] = Field(default_factory=list)
+    upstream_timeout_s: float = 600.0
+
+    # SIGTERM: readiness goes 503, wait `drain_pre_wait_s`, then give in-flight
+    # requests (streams included) up to `drain_timeout_s` to finish.
+    drain_pre_wait_s: float = 1.0
+    drain_timeout_s: float = 15.0
+
+    # Standalone governance: a bundle JSON file (reloaded when it changes).
+    bundle_path: Path | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _loopback_only(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"listen must be host:port, got {value!r}")
+        if host not in LOOPBACK_HOSTS:
+            raise ValueError(
+                f"refusing to listen on {host}: the gateway serves this laptop only (use 127.0.0.1)"
+            )
+        return value
+
+    @property
+    def listen_host(self) -> str:
+        host = self.listen.rpartition(":")[0]
+        return "::1" if host == "[::1]" else host
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    def base_url(self, provider: Provider) -> str:
+        return str(getattr(self, f"{provider.value}_base_url")).rstrip("/")
+
+    def api_key(self, provider: Provider) -> SecretStr | None:
+        value: SecretStr | None = getattr(self, f"{provider.value}_api_key")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # First wins: constructor, environment, config file, defaults.
+        return (init_settings, env_settings, _ConfigFileSource(settings_cls))
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)

@@ -1,0 +1,93 @@
+"""Runs the real agent (`governor run`) as a child process on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+LOCAL_KEY = "gvn-test-local-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class AgentProcess:
+    def __init__(self, data_dir: Path, upstream: str | None = None, env: dict[str, str] | None = None):
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.log_path = data_dir / "agent.log"
+        self.env = {
+            **os.environ,
+            "GOVERNOR_LISTEN": f"127.0.0.1:{self.port}",
+            "GOVERNOR_DATA_DIR": str(data_dir),
+            "GOVERNOR_LOCAL_KEY": LOCAL_KEY,
+            "GOVERNOR_CONFIG": str(data_dir / "config.toml"),
+            "GOVERNOR_DRAIN_PRE_WAIT_S": "0.2",
+        }
+        if upstream:
+            for provider in ("ANTHROPIC", "OPENAI", "GEMINI"):
+                self.env[f"GOVERNOR_{provider}_BASE_URL"] = upstream
+                self.env[f"GOVERNOR_{provider}_API_KEY"] = f"sk-upstream-{provider.lower()}"
+        self.env.update(env or {})
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> "AgentProcess":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", "run"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"agent exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.base_url + "/startupz", timeout=0.5).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"agent did not start within {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> "AgentProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -28,6 +28,9 @@ class Usage:
     # False when the response ended without the provider reporting usage
     # (truncated stream, client disconnect before the usage frame).
     reported: bool = False
+    # The provider's error type or code when the body or stream carried an
+    # error (`overloaded_error`, `RESOURCE_EXHAUSTED`, …); None otherwise.
+    error: str | None = None
 
     @property
     def cache_write_tokens(self) -> int:

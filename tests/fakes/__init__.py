@@ -1,0 +1,1 @@
+"""Loopback fakes of the far side: LLM providers (and, elsewhere, the control plane)."""

@@ -602,7 +602,7 @@ class FakeProvider:
 
     def start(self) -> FakeProvider:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._server.serve_forever, name=f"fake-provider:{self.port}", daemon=True)
+            self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name=f"fake-provider:{self.port}", daemon=True)
             self._thread.start()
         return self
 

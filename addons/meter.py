@@ -9,7 +9,8 @@ from mitmproxy import http
 
 from addons.respond import context
 from agent.core.dialects import Operation
-from agent.core.taps import UsageFrameHider, make_tap
+from agent.core.chat_usage import UsageFrameHider
+from agent.core.taps import make_tap
 from agent.request import RequestContext
 from agent.state import GatewayState
 

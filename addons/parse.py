@@ -12,7 +12,7 @@ from mitmproxy import http
 from addons.respond import context, reply_error
 from agent.core.dialects import Dialect, Operation
 from agent.core.errors import GatewayError
-from agent.core.taps import inject_stream_usage
+from agent.core.chat_usage import inject_stream_usage
 from agent.state import GatewayState
 
 

@@ -1,0 +1,38 @@
+"""Shared fixtures: the real agent process, and the loopback fake providers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import LOCAL_KEY, AgentProcess
+
+
+@pytest.fixture
+def start_agent(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
+    """Start a real `governor run` on a free port; every one started is stopped afterwards."""
+    started: list[AgentProcess] = []
+
+    def start(upstream: str | None = None, env: dict[str, str] | None = None, name: str = "agent") -> AgentProcess:
+        agent = AgentProcess(tmp_path / name, upstream=upstream, env=env).start()
+        started.append(agent)
+        return agent
+
+    yield start
+    for agent in started:
+        agent.kill()
+
+
+@pytest.fixture(scope="module")
+def shared_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+    """One agent for a module's read-only tests (start-up costs about a second)."""
+    agent = AgentProcess(tmp_path_factory.mktemp("shared") / "agent").start()
+    yield agent
+    agent.kill()
+
+
+@pytest.fixture
+def local_key() -> str:
+    return LOCAL_KEY

@@ -423,3 +423,15 @@ def test_head_root_and_keep_alive(fp: FakeProvider) -> None:
         while b'"object": "list"' not in data:
             data += sock.recv(65536)
     assert [ex.path for ex in fp.exchanges] == ["/", "/v1/models"]
+
+
+def test_stream_error_event(fp: FakeProvider, claude: anthropic.Anthropic, oai: openai.OpenAI) -> None:
+    fp.stream_error_after = 3
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        with claude.messages.stream(model="m", max_tokens=8, messages=[{"role": "user", "content": "hi"}]) as stream:
+            stream.get_final_message()
+    assert "overloaded_error" in str(caught.value)
+    assert events_of(fp.last.frames)[-1] == "error" and fp.last.complete and fp.last.reported_usage is None
+    with pytest.raises(openai.APIError):
+        list(oai.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], stream=True))
+    assert fp.last.frames[-1].startswith(b'data: {"error":') and b"[DONE]" not in fp.last.sent

@@ -162,3 +162,8 @@ def error_body(status: int, message: str | None, request_id: str) -> bytes:
     kind = ERROR_TYPES.get(status, "api_error")
     text = message or ERROR_MESSAGES.get(status, kind.replace("_", " "))
     return dumps({"type": "error", "error": {"type": kind, "message": text}, "request_id": request_id})
+
+
+def stream_error(message: str | None, request_id: str) -> bytes:
+    """An error inside a 200 stream (the API's mid-stream `overloaded_error`)."""
+    return b"event: error\ndata: " + error_body(529, message, request_id) + b"\n\n"

@@ -162,6 +162,12 @@ def error_body(status: int, message: str | None) -> bytes:
     return pretty({"error": {"code": status, "message": text, "status": STATUSES.get(status, "UNKNOWN")}})
 
 
+def stream_error(message: str | None, array: bool) -> bytes:
+    """An error inside a 200 stream: an `error` object where the next chunk would be."""
+    obj = {"error": {"code": 503, "message": message or MESSAGES[503], "status": "UNAVAILABLE"}}
+    return b"\r\n," + pretty(obj) if array else b"data: " + one_line(obj) + b"\r\n\r\n"
+
+
 def bad_key_body() -> bytes:
     """What Google answers (HTTP 400, not 401) for a wrong API key."""
     return pretty(

@@ -83,6 +83,7 @@ def chat_stream_frames(reply: Reply) -> list[bytes]:
     include_usage = options.get("include_usage") is True
     obfuscate = options.get("include_obfuscation", True) is not False
     cid = reply.id("chatcmpl-", 29)
+    frames: list[bytes] = []
 
     def chunk(choices: list[Any], usage: dict[str, Any] | None = None) -> bytes:
         obj: dict[str, Any] = {
@@ -103,7 +104,6 @@ def chat_stream_frames(reply: Reply) -> list[bytes]:
     def choice(delta: dict[str, Any], finish: str | None = None) -> list[Any]:
         return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
 
-    frames: list[bytes] = []
     scenario = reply.scenario
     if isinstance(scenario, TextAnswer):
         frames.append(chunk(choice({"role": "assistant", "content": "", "refusal": None})))
@@ -295,6 +295,23 @@ MODELS = [("gpt-5.5", 1767225600), ("gpt-5-codex", 1757980800), ("gpt-4o-mini", 
 def models_body() -> bytes:
     data = [{"id": i, "object": "model", "created": c, "owned_by": "system"} for i, c in MODELS]
     return pretty({"object": "list", "data": data})
+
+
+def chat_stream_error(message: str | None) -> bytes:
+    """An error inside a 200 stream: a bare `error` object, and no `[DONE]` after it."""
+    kind, default, code = ERRORS[500]
+    return b"data: " + dumps({"error": {"message": message or default, "type": kind, "param": None, "code": code}}) + b"\n\n"
+
+
+def responses_stream_error(message: str | None, sequence_number: int) -> bytes:
+    data = {
+        "type": "error",
+        "sequence_number": sequence_number,
+        "code": "server_error",
+        "message": message or ERRORS[500][1],
+        "param": None,
+    }
+    return b"event: error\ndata: " + dumps(data) + b"\n\n"
 
 
 def error_body(status: int, message: str | None) -> bytes:

@@ -84,6 +84,7 @@ class Settings:
     truncate_after: int | None = None  # send N events (non-stream: half the body), then drop the connection
     hang: bool = False  # accept the request, never answer (until cleared or the fake closes)
     hang_after: int | None = None  # send N events, then stall (until cleared or the fake closes)
+    stream_error_after: int | None = None  # send N events, then the provider's in-stream error event, then end
     error_status: int | None = None  # answer with this status and the provider's own error body
     error_message: str | None = None  # message inside that error body (None = the provider's usual one)
     error_times: int | None = None  # how many requests get the error; None = all of them
@@ -263,6 +264,21 @@ def render_auth_failure(dialect: str, presented: bool, request_id: str) -> Respo
     return render_error(dialect, 401, None, request_id)
 
 
+def stream_error_frames(r: Route, message: str | None, frames: list[bytes], n: int, request_id: str) -> list[bytes]:
+    """The first `n` frames, then the error event the provider sends inside a 200 stream."""
+    kept = frames[:n]
+    if r.dialect == D_ANTHROPIC:
+        return kept + [anthropic_wire.stream_error(message, request_id)]
+    if r.dialect == D_OPENAI_CHAT:
+        return kept + [openai_wire.chat_stream_error(message)]
+    if r.dialect == D_OPENAI_RESPONSES:
+        return kept + [openai_wire.responses_stream_error(message, len(kept))]
+    if r.stream == "array":
+        kept = kept or [b"["]
+        return kept + [gemini_wire.stream_error(message, array=True), b"\r\n]"]
+    return kept + [gemini_wire.stream_error(message, array=False)]
+
+
 def render(r: Route, reply: Reply) -> Response:
     """The provider's answer for a routed request."""
     tool = isinstance(reply.scenario, ToolCall)
@@ -407,6 +423,9 @@ class _Handler(BaseHTTPRequestHandler):
         resp = render(r, reply)
         ex.scenario, ex.usage = reply.scenario, reply.usage
         ex.reported_usage, ex.stop_reason = resp.reported_usage, resp.stop_reason
+        if resp.frames is not None and s.stream_error_after is not None:
+            resp.frames = stream_error_frames(r, s.error_message, resp.frames, s.stream_error_after, request_id)
+            ex.reported_usage, ex.stop_reason = None, "error"  # the usage frame never goes out
         if resp.frames is None:
             self._send_whole(ex, resp, s, extra)
         else:
@@ -590,6 +609,7 @@ class FakeProvider:
     truncate_after: int | None
     hang: bool
     hang_after: int | None
+    stream_error_after: int | None
     error_status: int | None
     error_message: str | None
     error_times: int | None

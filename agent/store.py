@@ -73,7 +73,6 @@ import sqlite_utils
 from agent.core.budget import (
     BudgetLine,
     BudgetSpec,
-    Refusal,
     Totals,
     bundle_window,
     check_rate_limits,
@@ -84,6 +83,7 @@ from agent.core.budget import (
     provider_filter,
     rate_windows,
 )
+from agent.core.errors import GatewayError
 from agent.core.usage import Usage
 
 T = TypeVar("T")
@@ -188,7 +188,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1_initia
 @dataclass(frozen=True, slots=True)
 class AdmitResult:
     admitted: bool
-    refusal: Refusal | None = None  # 402 budget_exceeded or 429 rate_limited
+    refusal: GatewayError | None = None  # 402 budget_exceeded or 429 rate_limited
     warning: str | None = None  # X-Langwatch-Budget-Warning value
     reserved_nano: int = 0
 

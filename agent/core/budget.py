@@ -40,6 +40,8 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Collection, Mapping, Protocol, Sequence
 
+from agent.core.errors import GatewayError
+
 NANO_PER_MICRO = 1000
 WARNING_PCT = 80
 WARNING_HEADER = "X-Langwatch-Budget-Warning"
@@ -127,20 +129,9 @@ class Totals:
 
 
 @dataclass(frozen=True, slots=True)
-class Refusal:
-    """A gateway-authored error; the errors module renders it in the client's dialect."""
-
-    status: int
-    code: str
-    message: str
-    meta: dict[str, str] = field(default_factory=dict)
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
 class Admission:
     admitted: bool
-    refusal: Refusal | None = None
+    refusal: GatewayError | None = None  # 402 budget_exceeded, rendered per dialect by errors.render
     warning: str | None = None  # value of X-Langwatch-Budget-Warning
 
 
@@ -292,7 +283,7 @@ def decide_admission(lines: Sequence[tuple[BudgetLine, Totals]], worst_case_nano
     return Admission(False, budget_exceeded(line, totals, worst_case_nano, now), warning)
 
 
-def budget_exceeded(line: BudgetLine, totals: Totals, worst_case_nano: int, now: float) -> Refusal:
+def budget_exceeded(line: BudgetLine, totals: Totals, worst_case_nano: int, now: float) -> GatewayError:
     left = max(0, line.limit_nano - totals.committed)
     per = f"per {line.window}" if line.window in WINDOW_SECONDS or line.window == "month" else line.window
     message = (
@@ -303,7 +294,7 @@ def budget_exceeded(line: BudgetLine, totals: Totals, worst_case_nano: int, now:
     meta = {"budget_id": line.budget_id, "budget_scope": line.scope, "budget_window": line.window}
     if line.provider:
         meta["budget_provider"] = line.provider
-    return Refusal(402, "budget_exceeded", message, meta)
+    return GatewayError("budget_exceeded", message, status=402, meta=meta)
 
 
 def _reset_sentence(line: BudgetLine, now: float) -> str:
@@ -353,7 +344,7 @@ def limits_of(spec: RateLimitSpec | Mapping[str, int | None] | None) -> dict[str
     return {kind: int(v) for kind in RATE_WINDOWS if (v := get(kind)) is not None and int(v) > 0}
 
 
-def check_rate_limits(limits: Mapping[str, int], counts: Mapping[str, int], now: float) -> Refusal | None:
+def check_rate_limits(limits: Mapping[str, int], counts: Mapping[str, int], now: float) -> GatewayError | None:
     """429 when admitting one more request would exceed rpm or rpd; `counts` are this window's."""
     windows = rate_windows(now)
     for kind in ("rpd", "rpm"):  # name the longer wait first
@@ -368,5 +359,6 @@ def check_rate_limits(limits: Mapping[str, int], counts: Mapping[str, int], now:
             f"Rate limit reached: {limit} requests per {unit}. "
             f"Retry in {format_duration(retry_after)}."
         )
-        return Refusal(429, "rate_limited", message, {"limit": kind, "limit_value": str(limit)}, {"Retry-After": str(retry_after)})
+        meta = {"limit": kind, "limit_value": limit}
+        return GatewayError("rate_limited", message, status=429, meta=meta, headers={"Retry-After": str(retry_after)})
     return None

@@ -47,12 +47,16 @@ def _first_byte_marker(ctx: RequestContext):  # type: ignore[no-untyped-def]
 def _metered_stream(ctx: RequestContext, hider: UsageFrameHider | None):  # type: ignore[no-untyped-def]
     tap = ctx.tap
 
-    def on_chunk(data: bytes) -> bytes:
+    def on_chunk(data: bytes) -> bytes | tuple[()]:
         if not data:  # mitmproxy's end-of-stream call
-            return hider.finish() if hider else b""
+            return (hider.finish() if hider else b"") or ()
         if ctx.first_byte_mono is None:
             ctx.first_byte_mono = time.perf_counter()
         tap.feed(data)
-        return hider.feed(data) if hider else data
+        if hider is None:
+            return data
+        # Never hand mitmproxy an empty chunk: on HTTP/1.1 it would write the
+        # chunked-encoding terminator and end the client's stream early.
+        return hider.feed(data) or ()
 
     return on_chunk

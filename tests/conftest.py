@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from typing import TYPE_CHECKING
+
 from tests.harness import LOCAL_KEY, AgentProcess
+
+if TYPE_CHECKING:
+    from tests.fakes.providers import FakeProvider
 
 
 @pytest.fixture
@@ -36,3 +41,28 @@ def shared_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProc
 @pytest.fixture
 def local_key() -> str:
     return LOCAL_KEY
+
+
+@pytest.fixture(scope="module")
+def fake_provider() -> Iterator["FakeProvider"]:
+    from tests.fakes.providers import FakeProvider
+
+    with FakeProvider() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def governed(tmp_path_factory: pytest.TempPathFactory, fake_provider: "FakeProvider") -> Iterator[AgentProcess]:
+    """An agent whose three providers all point at the module's fake provider."""
+    agent = AgentProcess(tmp_path_factory.mktemp("governed") / "agent", upstream=fake_provider.base_url).start()
+    yield agent
+    agent.kill()
+
+
+@pytest.fixture
+def fake(fake_provider: "FakeProvider") -> Iterator["FakeProvider"]:
+    """The module's fake provider, cleared and reset for each test."""
+    fake_provider.reset()
+    fake_provider.clear()
+    yield fake_provider
+    fake_provider.reset()

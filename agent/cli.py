@@ -12,6 +12,9 @@ from agent import logs
 from agent.config import Settings, load_settings
 from agent.version import VERSION
 
+# The coding tools `governor <tool>` wraps (agent/wrappers.py says what each needs).
+TOOL_NAMES = ("aider", "claude", "codex", "cursor", "gemini", "opencode")
+
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from agent.daemon import serve  # the only import of mitmproxy
@@ -47,6 +50,98 @@ def cmd_secret(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tool(settings: Settings, args: argparse.Namespace) -> int:
+    from agent import launcher
+
+    return launcher.run_tool(args.command, list(args.tool_args), settings)
+
+
+# `governor status` exit codes (documented in its --help).
+STATUS_EXIT = {"governed": 0, "warning": 1, "blocked": 2, "not running": 3}
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+
+    from agent import client as api
+    from agent import statusview
+
+    with api.from_settings(settings) as local:
+        try:
+            status = local.status()
+        except api.ClientError as exc:
+            if args.json:
+                print(json.dumps({"state": "not running", "error": str(exc)}))
+            else:
+                print(f"governor: {exc}", file=sys.stderr)
+            return STATUS_EXIT["not running"]
+    print(json.dumps(status, indent=2) if args.json else statusview.render_text(status))
+    return STATUS_EXIT[statusview.health(status).value]
+
+
+def cmd_doctor(settings: Settings | None, args: argparse.Namespace, settings_error: str | None = None) -> int:
+    from agent import doctor
+
+    results = doctor.run(settings, settings_error)
+    for result in results:
+        print(result.line())
+    failed = sum(r.outcome == doctor.FAIL for r in results)
+    print(f"\n{failed} check{'s' if failed != 1 else ''} failed" if failed else "\nall checks passed")
+    return doctor.exit_code(results)
+
+
+def cmd_setup(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from agent import client as api
+    from agent import secrets, toolsetup, wrappers
+
+    base_url = api.base_url_for(settings.listen)
+    if args.tool == "cursor":
+        configured = settings.local_key.get_secret_value() if settings.local_key else None
+        gateway = wrappers.Gateway(base_url, secrets.local_key(configured, settings.data_dir))
+        print(wrappers.cursor_instructions(gateway))
+        if toolsetup.copy_to_clipboard(gateway.key):
+            print("(the key is on the clipboard)")
+        return 0
+    import os
+
+    ctx = toolsetup.Context(
+        home=Path.home(), env=dict(os.environ), data_dir=Path(settings.data_dir), base_url=base_url,
+        governor=toolsetup.governor_command(),
+    )
+    try:
+        changes = toolsetup.undo(args.tool, ctx) if args.undo else toolsetup.setup(args.tool, ctx)
+    except (toolsetup.SetupError, ValueError) as exc:
+        print(f"governor: {exc}", file=sys.stderr)
+        return 2
+    for line in changes or ["nothing to change"]:
+        print(line)
+    if changes and not args.undo:
+        print(f"open a new shell (or `source` your rc file), then run `{args.tool}` as usual")
+    return 0
+
+
+def cmd_tray(settings: Settings, args: argparse.Namespace) -> int:
+    from tray.app import main as tray_main
+
+    return tray_main(settings)
+
+
+def cmd_open(settings: Settings, args: argparse.Namespace) -> int:
+    from agent import client as api
+    from agent import spendpage
+
+    with api.from_settings(settings) as local:
+        try:
+            path = spendpage.write_and_open(local, settings.data_dir)
+        except api.ClientError as exc:
+            print(f"governor: {exc}", file=sys.stderr)
+            return 3
+    print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="governor", description="Governance agent for coding CLIs' LLM traffic")
     parser.add_argument("--version", action="version", version=f"governor {VERSION}")
@@ -57,14 +152,40 @@ def build_parser() -> argparse.ArgumentParser:
     secret.add_argument("action", choices=["set", "delete"])
     secret.add_argument("name", help="anthropic_api_key, openai_api_key, gemini_api_key or local_key")
     secret.set_defaults(func=cmd_secret)
+    status = sub.add_parser(
+        "status",
+        help="the agent's state, budgets and today's spend",
+        epilog="exit codes: 0 governed, 1 governed with warnings (budget >= 80%%, stale bundle), "
+        "2 blocked (a block budget is used up), 3 agent not running or unreachable",
+    )
+    status.add_argument("--json", action="store_true", help="print the raw status JSON")
+    status.set_defaults(func=cmd_status)
+    sub.add_parser("doctor", help="check the setup; each failing check with its fix").set_defaults(func=cmd_doctor)
+    setup = sub.add_parser("setup", help="point a tool at the agent persistently (shell rc / tool config)")
+    setup.add_argument("tool", choices=TOOL_NAMES)
+    setup.add_argument("--undo", action="store_true", help="restore the files setup changed")
+    setup.set_defaults(func=cmd_setup)
+    sub.add_parser("tray", help="run the system-tray icon").set_defaults(func=cmd_tray)
+    sub.add_parser("open", help="render the local spend page and open it in the browser").set_defaults(func=cmd_open)
+    for tool in TOOL_NAMES:
+        wrapped = sub.add_parser(tool, help=f"run {tool} through the agent: governor {tool} [args…]", add_help=False)
+        wrapped.add_argument("tool_args", nargs=argparse.REMAINDER)
+        wrapped.set_defaults(func=cmd_tool)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in TOOL_NAMES:
+        # Everything after the tool's name is the tool's, `--help` and `-c` included.
+        args = argparse.Namespace(command=argv[0], tool_args=argv[1:], func=cmd_tool)
+    else:
+        args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        if args.command == "doctor":
+            return cmd_doctor(None, args, settings_error=str(exc))
         print(f"governor: invalid configuration: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level)

@@ -435,3 +435,8 @@ def test_stream_error_event(fp: FakeProvider, claude: anthropic.Anthropic, oai: 
     with pytest.raises(openai.APIError):
         list(oai.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], stream=True))
     assert fp.last.frames[-1].startswith(b'data: {"error":') and b"[DONE]" not in fp.last.sent
+
+
+def test_expected_usage_follows_what_was_reported(fp: FakeProvider, oai: openai.OpenAI) -> None:
+    list(oai.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], stream=True))
+    assert fp.last.expected_usage() == Usage()

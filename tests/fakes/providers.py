@@ -109,14 +109,16 @@ class Exchange:
     operation: str | None = None  # generate | count_tokens | list_models
     model: str | None = None
     stream: str | None = None  # None, "sse", or "array" (Gemini without alt=sse)
-    auth: dict[str, str] = field(default_factory=dict)  # every credential seen: authorization, x-api-key, x-goog-api-key, key
+    # Every credential seen, by where it came: authorization, x-api-key, x-goog-api-key, key (?key=).
+    auth: dict[str, str] = field(default_factory=dict)
     scenario: Scenario | None = None
     usage: FakeUsage | None = None  # the numbers the answer was built from
     reported_usage: dict[str, Any] | None = None  # the usage object as the provider spelled it (None: not reported)
     stop_reason: str | None = None  # as the provider spelled it: end_turn, tool_calls, STOP, completed, …
     status: int = 0
     response_headers: list[tuple[str, str]] = field(default_factory=list)
-    sent: bytearray = field(default_factory=bytearray)  # the response body bytes, de-chunked, as written
+    # The response body bytes, de-chunked, as written (on a failed write: as attempted).
+    sent: bytearray = field(default_factory=bytearray)
     frames: list[bytes] = field(default_factory=list)  # stream events as written, one chunk each
     complete: bool = False  # the whole response (terminal chunk included) was written
     truncated: bool = False  # dropped on purpose by truncate_after
@@ -142,10 +144,14 @@ class Exchange:
 
         Token fields only (`model` and `stop_reason` are left None). Assumes the
         usage frame reached the client: check `complete` for truncated streams.
+        What was reported is what counts: a gateway that adds
+        `stream_options.include_usage` upstream gets the usage here.
         """
         from agent.core.usage import Usage
 
-        u = self.usage or FakeUsage()
+        if self.reported_usage is None or self.usage is None:
+            return Usage()  # nothing reported (an OpenAI stream without include_usage, an in-stream error)
+        u = self.usage
         if self.dialect == D_ANTHROPIC:
             thinking = "output_tokens_details" in (self.reported_usage or {})
             return Usage(
@@ -209,7 +215,7 @@ def route(method: str, path: str, query: dict[str, list[str]], headers: dict[str
             return Route(D_GEMINI, COUNT_TOKENS, m["model"])
         return None
     if method == "GET" and path in ("/v1/models", "/v1beta/models"):
-        if path == "/v1beta/models" or "x-goog-api-key" in headers or "key" in query:
+        if path == "/v1beta/models" or "key" in query or "x-goog-api-key" in headers or "x-goog-api-client" in headers:
             return Route(D_GEMINI, LIST_MODELS)
         if "anthropic-version" in headers:
             return Route(D_ANTHROPIC, LIST_MODELS)
@@ -279,52 +285,74 @@ def stream_error_frames(r: Route, message: str | None, frames: list[bytes], n: i
     return kept + [gemini_wire.stream_error(message, array=False)]
 
 
+def _ok(content_type: str, body: bytes = b"", frames: list[bytes] | None = None, **facts: Any) -> Response:
+    return Response(200, content_type, body, frames, **facts)
+
+
+def _render_anthropic(r: Route, reply: Reply) -> Response:
+    ctype = anthropic_wire.JSON_CONTENT_TYPE
+    if r.operation == LIST_MODELS:
+        return _ok(ctype, anthropic_wire.models_body())
+    if r.operation == COUNT_TOKENS:
+        return _ok(ctype, anthropic_wire.count_tokens_body(reply.usage))
+    stop = "tool_use" if isinstance(reply.scenario, ToolCall) else "end_turn"
+    if r.stream:
+        frames = anthropic_wire.stream_frames(reply)
+        usage = anthropic_wire.delta_usage(reply)
+        return _ok(anthropic_wire.STREAM_CONTENT_TYPE, frames=frames, reported_usage=usage, stop_reason=stop)
+    usage = anthropic_wire.full_usage(reply)
+    return _ok(ctype, anthropic_wire.message_body(reply), reported_usage=usage, stop_reason=stop)
+
+
+def _render_openai_chat(r: Route, reply: Reply) -> Response:
+    ctype = openai_wire.JSON_CONTENT_TYPE
+    if r.operation == LIST_MODELS:
+        return _ok(ctype, openai_wire.models_body())
+    stop = "tool_calls" if isinstance(reply.scenario, ToolCall) else "stop"
+    usage = openai_wire.chat_usage(reply.usage)
+    if r.stream:
+        options = reply.body.get("stream_options")
+        if not (isinstance(options, dict) and options.get("include_usage") is True):
+            usage = None  # OpenAI reports no usage in a stream unless asked to
+        frames = openai_wire.chat_stream_frames(reply)
+        return _ok(openai_wire.STREAM_CONTENT_TYPE, frames=frames, reported_usage=usage, stop_reason=stop)
+    return _ok(ctype, openai_wire.chat_body(reply), reported_usage=usage, stop_reason=stop)
+
+
+def _render_openai_responses(r: Route, reply: Reply) -> Response:
+    usage = openai_wire.responses_usage(reply.usage)
+    if r.stream:
+        frames = openai_wire.responses_stream_frames(reply)
+        return _ok(openai_wire.STREAM_CONTENT_TYPE, frames=frames, reported_usage=usage, stop_reason="completed")
+    body = openai_wire.responses_body(reply)
+    return _ok(openai_wire.JSON_CONTENT_TYPE, body, reported_usage=usage, stop_reason="completed")
+
+
+def _render_gemini(r: Route, reply: Reply) -> Response:
+    ctype = gemini_wire.JSON_CONTENT_TYPE
+    if r.operation == LIST_MODELS:
+        return _ok(ctype, gemini_wire.models_body())
+    if r.operation == COUNT_TOKENS:
+        return _ok(ctype, gemini_wire.count_tokens_body(reply.usage))
+    facts: dict[str, Any] = {"reported_usage": gemini_wire.usage_metadata(reply.usage), "stop_reason": "STOP"}
+    if r.stream == "sse":
+        return _ok(gemini_wire.SSE_CONTENT_TYPE, frames=gemini_wire.sse_frames(reply), **facts)
+    if r.stream == "array":
+        return _ok(ctype, frames=gemini_wire.array_frames(reply), **facts)
+    return _ok(ctype, gemini_wire.generate_body(reply), **facts)
+
+
+RENDERERS = {
+    D_ANTHROPIC: _render_anthropic,
+    D_OPENAI_CHAT: _render_openai_chat,
+    D_OPENAI_RESPONSES: _render_openai_responses,
+    D_GEMINI: _render_gemini,
+}
+
+
 def render(r: Route, reply: Reply) -> Response:
     """The provider's answer for a routed request."""
-    tool = isinstance(reply.scenario, ToolCall)
-    if r.dialect == D_ANTHROPIC:
-        if r.operation == LIST_MODELS:
-            return Response(200, anthropic_wire.JSON_CONTENT_TYPE, anthropic_wire.models_body())
-        if r.operation == COUNT_TOKENS:
-            return Response(200, anthropic_wire.JSON_CONTENT_TYPE, anthropic_wire.count_tokens_body(reply.usage))
-        stop = "tool_use" if tool else "end_turn"
-        if r.stream:
-            usage = anthropic_wire.delta_usage(reply)
-            frames = anthropic_wire.stream_frames(reply)
-            return Response(200, anthropic_wire.STREAM_CONTENT_TYPE, frames=frames, reported_usage=usage, stop_reason=stop)
-        body = anthropic_wire.message_body(reply)
-        return Response(200, anthropic_wire.JSON_CONTENT_TYPE, body, reported_usage=anthropic_wire.full_usage(reply), stop_reason=stop)
-    if r.dialect == D_OPENAI_CHAT:
-        if r.operation == LIST_MODELS:
-            return Response(200, openai_wire.JSON_CONTENT_TYPE, openai_wire.models_body())
-        stop = "tool_calls" if tool else "stop"
-        usage = openai_wire.chat_usage(reply.usage)
-        if r.stream:
-            options = reply.body.get("stream_options") or {}
-            reported = usage if isinstance(options, dict) and options.get("include_usage") is True else None
-            frames = openai_wire.chat_stream_frames(reply)
-            return Response(200, openai_wire.STREAM_CONTENT_TYPE, frames=frames, reported_usage=reported, stop_reason=stop)
-        return Response(200, openai_wire.JSON_CONTENT_TYPE, openai_wire.chat_body(reply), reported_usage=usage, stop_reason=stop)
-    if r.dialect == D_OPENAI_RESPONSES:
-        usage = openai_wire.responses_usage(reply.usage)
-        if r.stream:
-            frames = openai_wire.responses_stream_frames(reply)
-            return Response(200, openai_wire.STREAM_CONTENT_TYPE, frames=frames, reported_usage=usage, stop_reason="completed")
-        body = openai_wire.responses_body(reply)
-        return Response(200, openai_wire.JSON_CONTENT_TYPE, body, reported_usage=usage, stop_reason="completed")
-    # Gemini
-    if r.operation == LIST_MODELS:
-        return Response(200, gemini_wire.JSON_CONTENT_TYPE, gemini_wire.models_body())
-    if r.operation == COUNT_TOKENS:
-        return Response(200, gemini_wire.JSON_CONTENT_TYPE, gemini_wire.count_tokens_body(reply.usage))
-    usage = gemini_wire.usage_metadata(reply.usage)
-    if r.stream == "sse":
-        frames = gemini_wire.sse_frames(reply)
-        return Response(200, gemini_wire.SSE_CONTENT_TYPE, frames=frames, reported_usage=usage, stop_reason="STOP")
-    if r.stream == "array":
-        frames = gemini_wire.array_frames(reply)
-        return Response(200, gemini_wire.JSON_CONTENT_TYPE, frames=frames, reported_usage=usage, stop_reason="STOP")
-    return Response(200, gemini_wire.JSON_CONTENT_TYPE, gemini_wire.generate_body(reply), reported_usage=usage, stop_reason="STOP")
+    return RENDERERS[r.dialect](r, reply)
 
 
 def _parse_body(raw: bytes, headers: dict[str, str]) -> Any:
@@ -461,7 +489,9 @@ class _Handler(BaseHTTPRequestHandler):
         lines = [f"HTTP/1.1 {status} {reason}"] + [f"{k}: {v}" for k, v in ex.response_headers]
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
-    def _send_whole(self, ex: Exchange, resp: Response, s: Settings, extra: list[tuple[str, str]] | None = None) -> None:
+    def _send_whole(
+        self, ex: Exchange, resp: Response, s: Settings, extra: list[tuple[str, str]] | None = None
+    ) -> None:
         body = resp.body
         headers = [("content-type", resp.content_type), ("content-length", str(len(body)))]
         headers += (extra or []) + resp.headers
@@ -472,8 +502,9 @@ class _Handler(BaseHTTPRequestHandler):
             # A dropped upstream mid-body: the promised Content-Length never arrives.
             body = body[: len(body) // 2]
             ex.truncated = True
+        # Recorded before the write: the client may read it, and a test look, before write() returns.
+        ex.sent += body
         if self._write(ex, head + body):
-            ex.sent += body
             ex.complete = not ex.truncated
         if ex.truncated:
             self.close_connection = True
@@ -505,10 +536,10 @@ class _Handler(BaseHTTPRequestHandler):
             last = i == len(frames) - 1
             data = pending + b"%x\r\n" % len(frame) + frame + b"\r\n" + (b"0\r\n\r\n" if last else b"")
             pending = b""
-            if not self._write(ex, data):
-                return
             ex.frames.append(frame)
             ex.sent += frame
+            if not self._write(ex, data):
+                return
         if not frames and not self._write(ex, pending + b"0\r\n\r\n"):
             return
         ex.complete = True
@@ -622,7 +653,9 @@ class FakeProvider:
 
     def start(self) -> FakeProvider:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name=f"fake-provider:{self.port}", daemon=True)
+            # A short poll interval keeps close() fast; the loop costs nothing measurable.
+            serve = self._server.serve_forever
+            self._thread = threading.Thread(target=serve, args=(0.05,), name=f"fake:{self.port}", daemon=True)
             self._thread.start()
         return self
 
@@ -683,10 +716,17 @@ class FakeProvider:
 
     @property
     def last(self) -> Exchange:
+        """The latest exchange, once finished (waits up to 2 s, then returns it as it is).
+
+        A client can hold the whole response while the fake's thread has not yet
+        marked it `complete`; waiting here keeps assertions free of that race.
+        """
         with self._lock:
             if not self.exchanges:
                 raise LookupError("the fake provider has received no request")
-            return self.exchanges[-1]
+            ex = self.exchanges[-1]
+        ex.done.wait(2.0)
+        return ex
 
     def generate_exchanges(self) -> list[Exchange]:
         """The billable calls only (no HEAD /, model lists, token counts)."""

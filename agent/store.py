@@ -66,7 +66,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import sqlite_utils
 
@@ -244,6 +244,21 @@ class DailySpend:
     by_client: list[SpendRow] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    """One settled request as the history (daily view) keeps it."""
+
+    request_id: str
+    ts: float
+    model: str | None
+    provider: str | None
+    client: str | None
+    usage: Usage
+    cost_nano: int
+    outcome: str = "confirmed"
+    priced_by_fallback: bool = False
+
+
 class ReservationNotFound(LookupError):
     """settle/release for a request that was never admitted here (or was reclaimed)."""
 
@@ -391,6 +406,13 @@ class Store:
     async def reclaim_stale_reservations(self, now: float | None = None) -> list[str]:
         """Release reservations left by a dead earlier process; returns their request ids."""
         return await self._write(partial(_reclaim, self, _now(now)))
+
+    async def import_history(self, rows: Iterable[HistoryRow]) -> int:
+        """Append settled requests to the history only (not to the budget totals), in one transaction.
+
+        For imports and for the admission benchmark's million-row ledger.
+        """
+        return await self._write(partial(_import_history, rows))
 
     # -- the control plane side
 
@@ -835,6 +857,23 @@ def _apply_bundle_budgets(budgets: list[BudgetSpec], now: float, db: sqlite_util
                           scope = ?, updated_at = ? WHERE budget_id = ? AND window_start = ?""",
                 [new_acked, new_delivered, limit, b.on_breach, b.scope, now, b.id, win.start],
             )
+
+
+def _import_history(rows: Iterable[HistoryRow], db: sqlite_utils.Database) -> int:
+    params = (
+        [r.request_id, r.ts, local_day(r.ts), r.outcome, r.model, r.provider, r.client, r.usage.input_tokens,
+         r.usage.output_tokens, r.usage.cache_read_tokens, r.usage.cache_write_tokens, r.usage.reasoning_tokens,
+         r.cost_nano, int(r.priced_by_fallback)]
+        for r in rows
+    )
+    with _immediate(db):
+        cur = db.conn.executemany(
+            """INSERT INTO settlements (request_id, ts, day, outcome, model, provider, client, input_tokens, output_tokens,
+                                        cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_nano, priced_by_fallback)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            params,
+        )
+        return cur.rowcount
 
 
 def _save_bundle(body: str, etag: str | None, fetched_at: float, db: sqlite_utils.Database) -> None:

@@ -146,3 +146,11 @@ def test_default_max_output_per_model_and_provider() -> None:
 def test_a_bad_override_is_refused_with_the_reason() -> None:
     with pytest.raises(ValueError, match="output"):
         price_for("gpt-5", "openai", {"gpt-5": {"input": 1}})
+
+
+def test_docs_list_every_priced_model_and_the_table_date() -> None:
+    doc = (PRICE_TABLE_PATH.parents[2] / "docs" / "prices.md").read_text()
+    raw = json.loads(PRICE_TABLE_PATH.read_text())
+    assert raw["checked_at"] in doc
+    missing = [k for models in raw["models"].values() for k in models if f"`{k}`" not in doc]
+    assert missing == []

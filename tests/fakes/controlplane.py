@@ -202,6 +202,8 @@ class FakeControlPlane:
         self.spans: list[dict[str, Any]] = []
         self.resources: list[dict[str, Any]] = []
         self.requests: list[Request] = []
+        self.inflight: dict[str, int] = {}
+        self.max_inflight: dict[str, int] = {}  # endpoint -> most requests open at once
         self._port = port
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -369,6 +371,16 @@ def _handler(cp: FakeControlPlane) -> type[BaseHTTPRequestHandler]:
                     forced = knobs.fail.get(endpoint or "")
             if endpoint is None:
                 return self._send(404, _error("not_found"))
+            with cp.lock:
+                cp.inflight[endpoint] = cp.inflight.get(endpoint, 0) + 1
+                cp.max_inflight[endpoint] = max(cp.max_inflight.get(endpoint, 0), cp.inflight[endpoint])
+            try:
+                self._answer(endpoint, req, body, knobs, forced)
+            finally:
+                with cp.lock:
+                    cp.inflight[endpoint] -= 1
+
+        def _answer(self, endpoint: str, req: Request, body: bytes, knobs: Knobs, forced: int | None) -> None:
             if knobs.delay.get(endpoint):
                 time.sleep(knobs.delay[endpoint])
             if forced:

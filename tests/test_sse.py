@@ -130,3 +130,12 @@ def test_memory_holds_only_the_open_event() -> None:
         splitter.feed(b'data: {"x": 1}\n\n')
     splitter.feed(b"data: open")
     assert splitter.flush() == b"data: open"
+
+
+def test_line_ends_changing_mid_stream() -> None:
+    # LF-only so far (the fast path), then a relay starts writing CRs.
+    stream = b"data: a\n\ndata: b\n\r\ndata: c\r\n\ndata: d\r\r\n: x\n\n"
+    for chunks in chunkings(stream):
+        events, rest = split(chunks)
+        assert b"".join(events) + rest == stream
+        assert [e.data for e in decoded(chunks)] == [b"a", b"b", b"c", b"d"]

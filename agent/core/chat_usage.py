@@ -5,7 +5,10 @@ A streamed chat completion reports usage only when the request sets
 upstream so it can meter, and then undoes its two visible effects on the way
 back: the extra final chunk with `"choices":[]` and the usage, and the
 `"usage":null` member OpenAI adds to every other chunk. The client gets the
-bytes OpenAI would have sent without the option.
+bytes OpenAI would have sent without the option. The usage tap is fed the
+upstream bytes (before hiding); only the client sees the hider's output.
+Use the hider on a 2xx `text/event-stream` answer only: an error body is not
+SSE and would be held back until `finish()`.
 """
 
 from __future__ import annotations

@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import re
 
-# Outside a string only quotes and brackets matter; inside, quotes and escapes.
-# Searching for them lets C code skip the bytes in between.
-_STRUCTURAL = re.compile(rb'["{}\[\]]')
-_IN_STRING = re.compile(rb'["\\]')
+# Outside a string, skip in one C-level match everything up to the next bracket,
+# whole strings included (possessive, so an unclosed string cannot backtrack).
+_SKIP = re.compile(rb'(?:[^"{}\[\]]++|"(?:[^"\\]++|\\.)*+")*+', re.DOTALL)
+# Inside a string that a chunk boundary cut: its rest, up to the closing quote.
+_STRING_REST = re.compile(rb'(?:[^"\\]++|\\.)*+', re.DOTALL)
 _QUOTE = 0x22
-_BACKSLASH = 0x5C
 _OPENERS = frozenset(b"{[")
 
 # Depth of the elements' own brackets: the outer array is depth 1.
 _ELEMENT_DEPTH = 2
+
+
+def _match_end(pattern: re.Pattern[bytes], buf: bytearray, pos: int) -> int:
+    m = pattern.match(buf, pos)  # both patterns also match the empty string
+    return m.end() if m else pos
 
 
 class JSONArraySplitter:
@@ -41,33 +46,25 @@ class JSONArraySplitter:
         buf += data
         pos = self._pos
         out: list[bytes] = []
+        end = len(buf)
         while True:
             if self._in_string:
-                m = _IN_STRING.search(buf, pos)
-                if m is None:
-                    pos = len(buf)
-                    break
-                if buf[m.start()] == _BACKSLASH:
-                    if m.end() >= len(buf):
-                        pos = m.start()  # the escaped byte is in the next chunk
-                        break
-                    pos = m.end() + 1
-                    continue
+                pos = _match_end(_STRING_REST, buf, pos)
+                if pos >= end or buf[pos] != _QUOTE:
+                    break  # the string (or an escape) goes on in the next chunk
+                pos += 1
                 self._in_string = False
-                pos = m.end()
-                continue
-            m = _STRUCTURAL.search(buf, pos)
-            if m is None:
-                pos = len(buf)
+            pos = _match_end(_SKIP, buf, pos)
+            if pos >= end:
                 break
-            pos = m.end()
-            byte = buf[m.start()]
+            byte = buf[pos]
+            pos += 1
             if byte == _QUOTE:
-                self._in_string = True
+                self._in_string = True  # a string the buffer does not close yet
             elif byte in _OPENERS:
                 self._depth += 1
                 if self._depth == _ELEMENT_DEPTH:
-                    self._start = m.start()
+                    self._start = pos - 1
             else:
                 self._depth = max(self._depth - 1, 0)  # a stray closer is garbage, not a crash
                 if self._depth == _ELEMENT_DEPTH - 1 and self._start >= 0:

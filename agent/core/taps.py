@@ -341,11 +341,12 @@ class _ChatReader:
             return
         if self._first is None:
             self._first = data
-        if _CHAT_USAGE.search(data):
+        # Substring tests first: they run in C and settle the common chunk.
+        if b'"usage"' in data and b'"usage":null' not in data and _CHAT_USAGE.search(data):
             self._usage = data
-        if _CHAT_FINISH.search(data):
+        if b'"finish_reason":"' in data or (b'"finish_reason":null' not in data and _CHAT_FINISH.search(data)):
             self._finish = data
-        if name == "error" or _ERROR_OBJECT.search(data):
+        if name == "error" or (b'"error"' in data and _ERROR_OBJECT.search(data)):
             self._error = data
 
     def body(self, obj: Any) -> None:

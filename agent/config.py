@@ -1,5 +1,8 @@
 """Settings, layered lowest first: built-in defaults, the user's config file,
-environment variables (`GOVERNOR_*`), then constructor arguments (tests).
+environment variables (`GOVERNOR_*`), constructor arguments (tests), then
+managed settings from the MDM (agent/managed.py), which win and are locked: a
+lower layer's value for a managed key is ignored with a warning, and
+`Settings.managed_keys()` says which keys are managed and from where.
 
 Every setting has a default, a config-file key (the field name) and an
 environment variable (`GOVERNOR_` + the field name in capitals); README lists
@@ -12,13 +15,17 @@ from __future__ import annotations
 
 import logging
 import os
+import types
+import typing
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 import platformdirs
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from agent import managed
 from agent.core.dialects import Provider
 
 log = logging.getLogger("governor.config")
@@ -28,6 +35,9 @@ SECRET_FIELDS = frozenset(
     {"local_key", "anthropic_api_key", "openai_api_key", "gemini_api_key"}
 )
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+# Per-user by nature, so never taken from machine-wide managed settings.
+UNMANAGEABLE_FIELDS = SECRET_FIELDS | {"data_dir"}
+_managed_sources: ContextVar[dict[str, str]] = ContextVar("governor_managed_sources", default={})
 
 
 def config_file_path() -> Path:
@@ -50,6 +60,36 @@ class _ConfigFileSource(TomlConfigSettingsSource):
                 f"set GOVERNOR_{key.upper()} or store it with `governor secret set {key}`",
             )
             del self.toml_data[key]
+
+
+def _wants_list(annotation: Any) -> bool:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_wants_list(arg) for arg in typing.get_args(annotation))
+    return typing.get_origin(annotation) is list
+
+
+class _ManagedSource(PydanticBaseSettingsSource):
+    """Managed settings (MDM): the top layer. Warns about every lower-layer
+    value it overrides, since that value is locked out."""
+
+    def __init__(self, settings_cls: type[BaseSettings], lower: dict[str, set[str]]):
+        super().__init__(settings_cls)
+        fields = settings_cls.model_fields
+        self.managed = managed.read_managed().only(set(fields) - UNMANAGEABLE_FIELDS, refused=UNMANAGEABLE_FIELDS)
+        self.values = {k: managed.coerce(v, _wants_list(fields[k].annotation)) for k, v in self.managed.values.items()}
+        for key in sorted(self.values):
+            for layer in sorted(name for name, keys in lower.items() if key in keys):
+                log.warning(
+                    "managed_key_locked key=%s ignored=%s managed_by=%s",
+                    key, layer, '"' + self.managed.sources[key].replace('"', "'") + '"',
+                )
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self.values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        _managed_sources.set(dict(self.managed.sources))
+        return dict(self.values)
 
 
 class Settings(BaseSettings):
@@ -82,6 +122,23 @@ class Settings(BaseSettings):
 
     # Standalone governance: a bundle JSON file (reloaded when it changes).
     bundle_path: Path | None = None
+
+    # Usually set by IT through managed settings (docs/deploy.md lists them).
+    control_plane_url: str | None = None  # none: standalone on `bundle_path`
+    enrollment_org: str | None = None  # org slug / SSO domain `governor login` pre-fills
+    intercept_enabled: bool = False  # the HTTPS_PROXY listener (decrypts LLM provider hosts only)
+    allowed_wrappers: list[str] | None = None  # `governor <tool>` wrappers allowed; none: all
+    allow_setup: bool = True  # may `governor setup` edit the user's tool configs
+    outbox_max_mb: int = 256  # spend/trace outbox cap; oldest records dropped beyond it
+
+    _managed: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any) -> None:
+        self._managed = _managed_sources.get()
+
+    def managed_keys(self) -> dict[str, str]:
+        """Keys set by managed settings (and locked), each with where it came from."""
+        return dict(self._managed)
 
     @field_validator("listen")
     @classmethod
@@ -120,8 +177,16 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # First wins: constructor, environment, config file, defaults.
-        return (init_settings, env_settings, _ConfigFileSource(settings_cls))
+        # First wins: managed, constructor, environment, config file, defaults.
+        _managed_sources.set({})
+        config_file = _ConfigFileSource(settings_cls)
+        env_keys = {k.upper() for k in os.environ}
+        lower = {
+            "init": set(getattr(init_settings, "init_kwargs", {})),
+            "env": {name for name in settings_cls.model_fields if f"GOVERNOR_{name.upper()}" in env_keys},
+            "config_file": set(config_file.toml_data),
+        }
+        return (_ManagedSource(settings_cls, lower), init_settings, env_settings, config_file)
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -165,7 +165,8 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 class Exporter:
-    """Drains the outbox; `await run(stop)` until `stop` is set.
+    """Drains the outbox; `await run(stop)` until `stop` is set (a batch in flight then
+    gets `shutdown_grace_s` to be delivered and acknowledged).
 
     - `vk_provider()`: the personal VK (Bearer on spend commands).
     - `otlp_token_provider()`: the current bundle's `project_otlp_token`; None while
@@ -193,6 +194,7 @@ class Exporter:
         backoff_base_s: float = 1.0,
         backoff_cap_s: float = 60.0,
         resource: Mapping[str, Any] | None = None,
+        shutdown_grace_s: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.store = store
@@ -209,6 +211,7 @@ class Exporter:
         self.backoff_base_s, self.backoff_cap_s = backoff_base_s, backoff_cap_s
         self.resource = dict(resource or {"service.name": "governor", "service.version": VERSION})
         self.stats = ExportStats()
+        self.shutdown_grace_s = shutdown_grace_s
         self._limit = self.spend_batch
         self._wake = asyncio.Event()
         self._transport = transport
@@ -226,6 +229,8 @@ class Exporter:
                 loops.append(asyncio.ensure_future(self._loop(client, stop, self.drain_spend_once)))
             try:
                 await stop.wait()
+                # Let a batch in flight finish and be acknowledged (a cut-off ack means a resend).
+                await asyncio.wait(loops, timeout=self.shutdown_grace_s)
             finally:
                 for task in loops:
                     task.cancel()

@@ -130,6 +130,11 @@ class Settings(BaseSettings):
     allowed_wrappers: list[str] | None = None  # `governor <tool>` wrappers allowed; none: all
     allow_setup: bool = True  # may `governor setup` edit the user's tool configs
     outbox_max_mb: int = 256  # spend/trace outbox cap; oldest records dropped beyond it
+    # Control-plane sync (docs/control-plane.md): bundle revalidation (capped at 30 s),
+    # the /changes long-poll's hold, and an org's own OTLP collector (`…/v1/traces`).
+    bundle_revalidate_s: float = 25.0
+    changes_timeout_s: int = 10
+    otlp_extra_endpoint: str | None = None
 
     _managed: dict[str, str] = PrivateAttr(default_factory=dict)
 

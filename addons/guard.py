@@ -58,7 +58,7 @@ class Guard:
             # CORS preflight from a page: never grant it.
             reply_error(flow, version, GatewayError("forbidden_origin", "CORS is not offered by this gateway"))
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
             return
         ctx = context(flow)
@@ -69,7 +69,7 @@ class Guard:
             if route.needs_key and flow.request.headers.get("referer"):
                 reply_error(flow, self.state.version, GatewayError("forbidden_origin", "the local API refuses browser requests"))
                 return
-            status, payload = route.handler(self.state)
+            status, payload = await route.handler(self.state)
             if flow.request.method == "HEAD":
                 reply(flow, self.state.version, status, b"", {"Content-Type": "application/json"})
             else:

@@ -1,14 +1,16 @@
 """Last: when a forwarded call ends (completed, failed, or the client went away),
-settle what it used. Partial usage of a cut stream is still recorded."""
+settle what it used in the ledger. Partial usage of a cut stream is still billed."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 from mitmproxy import http
 
 from addons.respond import context
+from agent.core.prices import cost_nano_usd
 from agent.core.usage import Usage
 from agent.request import RequestContext
 from agent.state import CallRecord, GatewayState
@@ -19,6 +21,9 @@ log = logging.getLogger("governor.record")
 class Record:
     def __init__(self, state: GatewayState):
         self.state = state
+        # Settlements run beside the proxy so the client's stream end never waits on SQLite;
+        # drain waits for them (they are counted in `inflight` until written).
+        self._pending: set[asyncio.Task[None]] = set()
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow, None)
@@ -31,19 +36,46 @@ class Record:
         if ctx is None or not ctx.forwarded or ctx.recorded:
             return
         ctx.recorded = True
-        self.state.inflight -= 1
         ctx.usage = ctx.tap.finish() if ctx.tap is not None else Usage(model=ctx.model)
-        ctx.error = ctx.error or error
+        ctx.error = ctx.error or error or ctx.usage.error
         call = _call_record(ctx)
         self.state.recent_calls.append(call)
-        u = call.usage
-        log.info(
-            "call request_id=%s client=%s model=%s status=%s in=%d out=%d cache_read=%d cache_write=%d "
-            "reasoning=%d ttfb_ms=%s duration_ms=%.1f error=%s",
-            call.request_id, call.client, call.model, call.status, u.input_tokens, u.output_tokens,
-            u.cache_read_tokens, u.cache_write_tokens, u.reasoning_tokens,
-            f"{call.ttfb_ms:.1f}" if call.ttfb_ms is not None else "-", call.duration_ms, call.error,
-        )
+        _log_call(call)
+        task = asyncio.get_running_loop().create_task(self._settle(ctx, call))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _settle(self, ctx: RequestContext, call: CallRecord) -> None:
+        try:
+            plan = ctx.admission
+            if plan is None:
+                return
+            usage = call.usage
+            if usage.total_tokens > 0:  # the provider billed it, even if the stream was cut
+                cost = cost_nano_usd(usage, plan.quote)
+                await self.state.store.settle(
+                    call.request_id, cost, usage, client=call.client, provider=call.provider,
+                    priced_by_fallback=plan.quote.priced_by_fallback, duration_ms=int(call.duration_ms),
+                )
+            else:
+                error = {"type": ctx.error or "no_usage", "http_status": call.status or 502}
+                await self.state.store.release(call.request_id, error, client=call.client, provider=call.provider)
+        except Exception:
+            # The reservation stays and is reclaimed at the next start; the call itself is done.
+            log.exception("settle_failed request_id=%s", call.request_id)
+        finally:
+            self.state.inflight -= 1
+
+
+def _log_call(call: CallRecord) -> None:
+    u = call.usage
+    log.info(
+        "call request_id=%s client=%s model=%s status=%s in=%d out=%d cache_read=%d cache_write=%d "
+        "reasoning=%d ttfb_ms=%s duration_ms=%.1f error=%s",
+        call.request_id, call.client, call.model, call.status, u.input_tokens, u.output_tokens,
+        u.cache_read_tokens, u.cache_write_tokens, u.reasoning_tokens,
+        f"{call.ttfb_ms:.1f}" if call.ttfb_ms is not None else "-", call.duration_ms, call.error,
+    )
 
 
 def _call_record(ctx: RequestContext) -> CallRecord:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from pydantic import Field, PrivateAttr, SecretStr, field_validator
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from agent import managed
@@ -121,7 +121,9 @@ class Settings(BaseSettings):
     drain_timeout_s: float = 15.0
 
     # Standalone governance: a bundle JSON file (reloaded when it changes).
-    bundle_path: Path | None = None
+    bundle_path: Path | None = Field(
+        default=None, validation_alias=AliasChoices("GOVERNOR_BUNDLE", "GOVERNOR_BUNDLE_PATH", "bundle_path")
+    )
 
     # Usually set by IT through managed settings (docs/deploy.md lists them).
     control_plane_url: str | None = None  # none: standalone on `bundle_path`

@@ -19,18 +19,23 @@ from mitmproxy.net.http import http1
 from mitmproxy.proxy.layers.http import _http1
 
 from addons.auth import Auth
+from addons.budget import Budget
 from addons.guard import Guard
 from addons.meter import Meter
 from addons.parse import Parse
+from addons.policy import Policy
 from addons.record import Record
 from addons.route import Route
 from agent import secrets
+from agent.bundlefile import BundleFile
 from agent.config import Settings
+from agent.core.bundle import Bundle, BundleError, parse_bundle
 from agent.core.dialects import Dialect, Provider
 from agent.core.errors import GatewayError, render
 from agent.core.tracing import start_trace
 from agent.core.upstream import Upstream
 from agent.state import GatewayState
+from agent.store import Store
 from agent.version import VERSION
 
 log = logging.getLogger("governor.daemon")
@@ -56,7 +61,7 @@ def _protocol_error_response(status_code: int, message: str = "") -> bytes:
     return bytes(http1.assemble_response(http.Response.make(status, body, headers)))
 
 
-def build_state(settings: Settings) -> GatewayState:
+def build_state(settings: Settings, store: Store) -> GatewayState:
     upstreams = {p: Upstream.parse(settings.base_url(p)) for p in Provider}
     keys: dict[Provider, str | None] = {}
     for provider in Provider:
@@ -71,7 +76,34 @@ def build_state(settings: Settings) -> GatewayState:
         local_key=secrets.local_key(configured_local, settings.data_dir),
         upstreams=upstreams,
         provider_keys=keys,
+        store=store,
     )
+
+
+async def restore_governance(state: GatewayState) -> BundleFile | None:
+    """Governance in force from the first request: the last good bundle, then the file's."""
+    store = state.store
+    reclaimed = await store.reclaim_stale_reservations()
+    if reclaimed:
+        log.info("reservations_reclaimed count=%d", len(reclaimed))
+
+    async def adopt(bundle: Bundle, raw: str, source: str) -> None:
+        state.set_bundle(bundle, source)
+        await store.save_bundle(raw, etag=None)
+        await store.apply_bundle_budgets(bundle.budgets)
+
+    stored = await store.load_bundle()
+    if stored is not None:
+        try:
+            state.set_bundle(parse_bundle(stored.body), "last_good", stored.fetched_at)
+        except BundleError as exc:
+            log.error("stored_bundle_unreadable error=%s", exc)
+    path = state.settings.bundle_path
+    if path is None:
+        return None
+    source = BundleFile(path, lambda bundle, raw: adopt(bundle, raw, f"file:{path}"))
+    await source.load()
+    return source
 
 
 class Lifecycle:
@@ -118,7 +150,16 @@ def make_options(settings: Settings) -> options.Options:
 async def serve(settings: Settings) -> None:
     secrets.ensure_private_dir(settings.data_dir)
     _http1.make_error_response = _protocol_error_response  # see its docstring
-    state = build_state(settings)
+    store = Store.open(settings.data_dir / "governor.db")
+    try:
+        await _serve(settings, store)
+    finally:
+        store.close()
+
+
+async def _serve(settings: Settings, store: Store) -> None:
+    state = build_state(settings, store)
+    bundle_file = await restore_governance(state)
     master = Master(make_options(settings))
     master.addons.add(
         core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), tlsconfig.TlsConfig(), errorcheck.ErrorCheck()
@@ -137,6 +178,8 @@ async def serve(settings: Settings) -> None:
         Guard(state),
         Auth(state),
         Parse(state),
+        Policy(state),
+        Budget(state),
         Route(state),
         Meter(state),
         Record(state),
@@ -147,5 +190,10 @@ async def serve(settings: Settings) -> None:
             loop.add_signal_handler(sig, lifecycle.begin_drain)
         except (NotImplementedError, RuntimeError):  # Windows, or not the main thread: no signal handlers
             pass
-    await master.run()
+    background = [loop.create_task(bundle_file.run())] if bundle_file else []
+    try:
+        await master.run()
+    finally:
+        for task in background:
+            task.cancel()
     log.info("gateway_stopped")

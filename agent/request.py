@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from agent.core.dialects import Dialect, Endpoint
@@ -30,6 +31,10 @@ class RequestContext:
     hide_usage_frames: bool = False
     # `body` was changed (usage injection, policy strip, alias) and must be re-serialised.
     body_dirty: bool = False
+    # Set by policy when tool rules apply: the response side refuses denied calls too.
+    tool_denier: Callable[[str], bool] | None = None
+    # Set by budget once the ledger holds this call's reservation (an AdmissionPlan).
+    admission: Any = None
     # Filled by route.
     forwarded: bool = False
     # Filled by meter.

@@ -12,9 +12,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from agent.config import Settings
+from agent.core.bundle import Bundle
 from agent.core.dialects import Provider
 from agent.core.upstream import Upstream
 from agent.core.usage import Usage
+from agent.store import Store
 
 RECENT_CALLS = 200
 
@@ -47,11 +49,26 @@ class GatewayState:
     local_key: str
     upstreams: dict[Provider, Upstream]
     provider_keys: dict[Provider, str | None]
+    store: Store
     boot_mono: float = field(default_factory=time.monotonic)
     started: bool = False
     draining: bool = False
     inflight: int = 0
     recent_calls: deque[CallRecord] = field(default_factory=lambda: deque(maxlen=RECENT_CALLS))
+    # Governance in force: the embedded default (nothing denied, no budget)
+    # until a bundle file or the control plane supplies one.
+    bundle: Bundle = field(default_factory=Bundle)
+    bundle_source: str = "default"
+    bundle_loaded_at: float | None = None
+    last_refusal: dict[str, Any] | None = None
+
+    def set_bundle(self, bundle: Bundle, source: str, loaded_at: float | None = None) -> None:
+        self.bundle = bundle
+        self.bundle_source = source
+        self.bundle_loaded_at = time.time() if loaded_at is None else loaded_at
+
+    def note_refusal(self, code: str, message: str, client: str, model: str | None) -> None:
+        self.last_refusal = {"at": time.time(), "code": code, "message": message, "client": client, "model": model}
 
     @property
     def uptime_s(self) -> float:

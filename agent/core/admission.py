@@ -1,0 +1,78 @@
+"""What one call puts at stake before it is forwarded: the budgets it debits,
+its worst-case cost, and the attribution its spend commands carry.
+
+Pure: the budget addon turns a plan into one ledger transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.core import budget as budget_rules
+from agent.core.bundle import Bundle
+from agent.core.dialects import Dialect, Endpoint
+from agent.core.prices import PriceQuote, estimate_input_tokens, price_for, worst_case_nano_usd
+
+# Where each dialect lets the client cap the answer's length.
+_MAX_OUTPUT_KEYS: dict[Dialect, tuple[str, ...]] = {
+    Dialect.ANTHROPIC: ("max_tokens",),
+    Dialect.OPENAI_CHAT: ("max_completion_tokens", "max_tokens"),
+    Dialect.OPENAI_RESPONSES: ("max_output_tokens",),
+}
+
+REQUEST_TYPES = {
+    Dialect.ANTHROPIC: "messages",
+    Dialect.OPENAI_CHAT: "chat",
+    Dialect.OPENAI_RESPONSES: "responses",
+    Dialect.GEMINI: "generate_content",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionPlan:
+    lines: list[budget_rules.BudgetLine]
+    worst_case_nano: int
+    quote: PriceQuote
+    rate_limits: dict[str, int]
+    attribution: dict[str, Any] = field(default_factory=dict)
+
+
+def requested_max_output(dialect: Dialect, body: dict[str, Any]) -> int | None:
+    if dialect is Dialect.GEMINI:
+        config = body.get("generationConfig") or body.get("generation_config") or {}
+        value = config.get("maxOutputTokens", config.get("max_output_tokens")) if isinstance(config, dict) else None
+    else:
+        value = next((body[k] for k in _MAX_OUTPUT_KEYS[dialect] if isinstance(body.get(k), int)), None)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def identity(bundle: Bundle) -> budget_rules.Identity:
+    return budget_rules.Identity(
+        vk_id=bundle.vk_id,
+        project_id=bundle.project_id,
+        principal_id=bundle.principal_id,
+        team_id=bundle.team_id,
+        organization_id=bundle.organization_id,
+    )
+
+
+def plan_admission(
+    bundle: Bundle, endpoint: Endpoint, body: dict[str, Any], model: str, body_bytes: int, client: str, now: float
+) -> AdmissionPlan:
+    provider = endpoint.provider.value
+    quote = price_for(model, provider, bundle.prices)
+    worst = worst_case_nano_usd(estimate_input_tokens(body_bytes), requested_max_output(endpoint.dialect, body), quote)
+    lines = budget_rules.applicable_budgets(bundle.budgets, identity(bundle), {provider}, now)
+    attribution = {
+        "organization_id": bundle.organization_id,
+        "project_id": bundle.project_id,
+        "virtual_key_id": bundle.vk_id,
+        "principal_id": bundle.principal_id,
+        "model": model,
+        "model_provider_id": provider,
+        "request_type": REQUEST_TYPES[endpoint.dialect],
+        "labels": list(bundle.vk_tags),
+        "client": client,
+    }
+    return AdmissionPlan(lines, worst, quote, budget_rules.limits_of(bundle.rate_limits), attribution)

@@ -142,6 +142,28 @@ def cmd_open(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_login(settings: Settings, args: argparse.Namespace) -> int:
+    import logging
+
+    from agent import login
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the device flow polls: keep the terminal to our lines
+    url = args.control_plane or settings.control_plane_url
+    try:
+        asyncio.run(login.login(url, settings.data_dir, open_browser=not args.no_browser))
+    except login.LoginError as exc:
+        print(f"governor: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+def cmd_logout(settings: Settings, args: argparse.Namespace) -> int:
+    from agent import login
+
+    asyncio.run(login.logout(settings.data_dir))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="governor", description="Governance agent for coding CLIs' LLM traffic")
     parser.add_argument("--version", action="version", version=f"governor {VERSION}")
@@ -166,6 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
     setup.add_argument("--undo", action="store_true", help="restore the files setup changed")
     setup.set_defaults(func=cmd_setup)
     sub.add_parser("tray", help="run the system-tray icon").set_defaults(func=cmd_tray)
+    login_cmd = sub.add_parser(
+        "login",
+        help="sign in to your org's control plane (device code in the browser)",
+        epilog="exit codes: 0 signed in; 3-17 one per failure, listed in docs/control-plane.md",
+    )
+    login_cmd.add_argument("--control-plane", metavar="URL", help="control-plane base URL (default: config)")
+    login_cmd.add_argument("--no-browser", action="store_true", help="print the link only")
+    login_cmd.set_defaults(func=cmd_login)
+    sub.add_parser("logout", help="revoke this laptop's session and wipe its credentials").set_defaults(func=cmd_logout)
     sub.add_parser("open", help="render the local spend page and open it in the browser").set_defaults(func=cmd_open)
     for tool in TOOL_NAMES:
         wrapped = sub.add_parser(tool, help=f"run {tool} through the agent: governor {tool} [args…]", add_help=False)

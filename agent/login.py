@@ -245,7 +245,7 @@ async def login(
         say(f"To sign in, open {link} and confirm the code {grant['user_code']}")
         if open_browser and _can_open_browser():
             await asyncio.to_thread(webbrowser.open, link)
-        interval = float(grant.get("interval") or 5)
+        interval = float(grant.get("interval", 5))
         deadline = time.monotonic() + float(grant.get("expires_in") or 600)
         info = client_info()
         while True:

@@ -161,3 +161,24 @@ def test_logout_offline_still_wipes(cp: FakeControlPlane, tmp_path: Path) -> Non
     assert asyncio.run(login.logout(tmp_path, say=lines.append)) is False
     assert "could not reach" in lines[0]
     assert secrets.get_secret(login.PERSONAL_VK, tmp_path) is None
+
+
+def test_cli_login_and_logout(cp: FakeControlPlane, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    from agent import cli
+
+    monkeypatch.setenv("GOVERNOR_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("GOVERNOR_CONFIG", str(tmp_path / "config.toml"))
+    monkeypatch.delenv("GOVERNOR_CONTROL_PLANE_URL", raising=False)
+    assert cli.main(["login", "--no-browser"]) == 3  # no control plane anywhere
+    assert "--control-plane" in capsys.readouterr().err
+    cp.configure(interval=0.01)
+    assert cli.main(["login", "--control-plane", cp.url, "--no-browser"]) == 0
+    assert "Signed in as ada@example.com" in capsys.readouterr().out
+    cp.configure(vk_error="no_default_routing_policy")
+    monkeypatch.setenv("GOVERNOR_CONTROL_PLANE_URL", cp.url)
+    assert cli.main(["login", "--no-browser"]) == 8
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no routing policy for you yet" in err
+    assert cli.main(["logout"]) == 0
+    assert secrets.get_secret(login.PERSONAL_VK, tmp_path) is None

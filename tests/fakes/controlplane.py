@@ -91,6 +91,7 @@ class Knobs:
     reject_spend: dict[str, str] = field(default_factory=dict)  # gateway_request_id -> code
     bad_record_ids: set[str] = field(default_factory=set)  # a batch holding one of these: whole-batch 400
     access_expires_in: int = 3600
+    interval: float = 5  # seconds between exchange polls the device-code answer asks for
 
 
 @dataclass
@@ -405,7 +406,7 @@ def _handler(cp: FakeControlPlane) -> type[BaseHTTPRequestHandler]:
                 "verification_uri": cp.url + "/cli/auth",
                 "verification_uri_complete": f"{cp.url}/cli/auth?code={grant.user_code}",
                 "expires_in": 600,
-                "interval": 5,
+                "interval": knobs.interval,
             })
 
         def ep_exchange(self, req: Request, data: dict[str, Any], knobs: Knobs) -> None:

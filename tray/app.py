@@ -321,6 +321,7 @@ class TrayApp:
 
 
 def main(settings: Any) -> int:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll is noise
     try:
         app = TrayApp(api.from_settings(settings), Path(settings.data_dir))
     except Exception as exc:  # noqa: BLE001 - pystray raises toolkit-specific errors without a display

@@ -49,6 +49,7 @@ class AgentProcess:
 
     def start(self, timeout: float = 15.0) -> "AgentProcess":
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._close_log()
         self._log_file = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agent.cli", "run"], env=self.env, stdout=self._log_file, stderr=subprocess.STDOUT

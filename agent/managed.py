@@ -41,6 +41,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from xml.parsers.expat import ExpatError
 
 log = logging.getLogger("governor.managed")
 
@@ -118,7 +119,7 @@ def read_macos(directory: Path = MACOS_DIR, user: str | None = None) -> Managed:
                 data = plistlib.load(handle)  # XML or binary, as `defaults` and MDMs write them
         except FileNotFoundError:
             continue
-        except (OSError, plistlib.InvalidFileException, ValueError) as exc:
+        except (OSError, plistlib.InvalidFileException, ValueError, ExpatError) as exc:
             log.error("managed_file_unreadable file=%s error=%s", _quote(str(path)), _quote(str(exc)))
             continue
         if not isinstance(data, dict):

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import hmac
+import time
 
 from mitmproxy import http
 
 from addons.respond import context, reply_error
 from agent import localapi
-from agent.core.errors import MISSING_KEY, WRONG_KEY
+from agent.core.errors import MISSING_KEY, WRONG_KEY, GatewayError
 from agent.state import GatewayState
+from agent.sync import key_refusal, stale_verdict
+
+KEY_REFUSALS = {
+    "virtual_key_revoked": "your organisation revoked this laptop's key: run `governor login` again, or ask your admin",
+    "virtual_key_disabled": "your organisation disabled this laptop's key: ask your admin to enable it",
+    "virtual_key_expired": "this laptop's key has expired: run `governor login` again",
+}
 
 
 def presented_key(request: http.Request) -> str | None:
@@ -46,3 +54,22 @@ class Auth:
             reply_error(flow, self.state.version, WRONG_KEY)
         else:
             ctx.authenticated = True
+            if ctx.endpoint is not None:
+                self._check_org_key(flow)
+
+    def _check_org_key(self, flow: http.HTTPFlow) -> None:
+        """The laptop's org key must be usable: not revoked, not expired, the bundle not too stale."""
+        state, now = self.state, time.time()
+        code = key_refusal(state.bundle if state.bundle_source != "default" else None, state.revoked_code, now)
+        if code is not None:
+            reply_error(flow, state.version, GatewayError(code, KEY_REFUSALS.get(code, KEY_REFUSALS["virtual_key_revoked"])))
+        elif stale_verdict(state.bundle, state.bundle_validated_at, now) == "stale_closed":
+            reply_error(
+                flow,
+                state.version,
+                GatewayError(
+                    "control_plane_unreachable",
+                    "the organisation's policy is too old to enforce and its control plane is unreachable; "
+                    "check your network, then `governor doctor`",
+                ),
+            )

@@ -10,7 +10,7 @@ import time
 from mitmproxy import http
 
 from addons.respond import context, reply_error
-from agent.core.admission import plan_admission
+from agent.core.admission import client_metadata, plan_admission
 from agent.core.budget import WARNING_HEADER
 from agent.core.dialects import Operation
 from agent.state import GatewayState
@@ -28,8 +28,17 @@ class Budget:
             return
         if ctx.endpoint.operation is not Operation.GENERATE:
             return
+        headers = flow.request.headers
         plan = plan_admission(
-            self.state.bundle, ctx.endpoint, ctx.body, ctx.model, len(flow.request.content or b""), ctx.client, time.time()
+            self.state.bundle,
+            ctx.endpoint,
+            ctx.body,
+            ctx.model,
+            len(flow.request.content or b""),
+            time.time(),
+            trace_id=ctx.ids.trace_id,
+            end_user_id=headers.get("x-langwatch-end-user-id") or headers.get("x-litellm-end-user-id"),
+            metadata=client_metadata(headers.get("x-langwatch-metadata")),
         )
         result = await self.state.store.admit(
             ctx.ids.request_id, plan.lines, plan.worst_case_nano, attribution=plan.attribution, rate_limits=plan.rate_limits

@@ -50,7 +50,9 @@ class BundleFile:
         log.info("bundle_loaded path=%s revision=%s", self.path, bundle.revision)
         return True
 
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(POLL_S)
-            await self.load()
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), POLL_S)
+            except TimeoutError:
+                await self.load()

@@ -29,6 +29,7 @@ from addons.route import Route
 from agent import secrets
 from agent.bundlefile import BundleFile
 from agent.config import Settings
+from agent.orgsync import OrgConnection, control_plane_url
 from agent.core.bundle import Bundle, BundleError, parse_bundle
 from agent.core.dialects import Dialect, Provider
 from agent.core.errors import GatewayError, render
@@ -190,10 +191,17 @@ async def _serve(settings: Settings, store: Store) -> None:
             loop.add_signal_handler(sig, lifecycle.begin_drain)
         except (NotImplementedError, RuntimeError):  # Windows, or not the main thread: no signal handlers
             pass
-    background = [loop.create_task(bundle_file.run())] if bundle_file else []
+    stop = asyncio.Event()
+    background = [loop.create_task(bundle_file.run(stop))] if bundle_file else []
+    url = control_plane_url(state)
+    if url:
+        background.append(loop.create_task(OrgConnection(state, url).run(stop)))
     try:
         await master.run()
     finally:
+        stop.set()  # the exporter gets its grace period to finish a batch in flight
+        if background:
+            await asyncio.wait(background, timeout=6)
         for task in background:
             task.cancel()
     log.info("gateway_stopped")

@@ -47,7 +47,6 @@ __all__ = [
     "SPAN_KIND",
     "SPEND_KIND",
     "agent_instance_id",
-    "spend_attribution",
 ]
 
 log = logging.getLogger("governor.export")
@@ -82,41 +81,6 @@ class OutboxStore(Protocol):
 
 SPEND_KIND = "spend_command"
 SPAN_KIND = "span"
-
-
-def spend_attribution(
-    bundle: Any,
-    *,
-    model: str | None,
-    request_type: str,
-    trace_id: str | None = None,
-    model_provider_id: str | None = None,
-    end_user_id: str | None = None,
-    metadata: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The attribution fields every spend command of a call carries (pass to `Store.admit`).
-
-    From the bundle: organization, project, key, principal and the key's tags
-    as `labels`. `metadata` (the client's `X-LangWatch-Metadata`) is sent as a
-    JSON string of at most 4 KB, else `{}`.
-    """
-    meta = json.dumps(dict(metadata or {}), separators=(",", ":"))
-    if len(meta.encode()) > 4096:
-        meta = "{}"
-    return {
-        "organization_id": getattr(bundle, "organization_id", None),
-        "project_id": getattr(bundle, "project_id", None),
-        "virtual_key_id": getattr(bundle, "vk_id", None),
-        "principal_id": getattr(bundle, "principal_id", None),
-        "end_user_id": end_user_id,
-        "trace_id": trace_id,
-        "model": model,
-        "model_provider_id": model_provider_id,
-        "labels": list(getattr(bundle, "vk_tags", None) or []),
-        "metadata": meta,
-        "request_type": request_type,
-        "outcome_carries_attribution": True,
-    }
 
 
 def agent_instance_id(data_dir: Path) -> str:

@@ -117,6 +117,8 @@ async def status(state: GatewayState) -> Reply:
         "budgets": await budgets(state),
         "today": await today(state),
         "last_refusal": state.last_refusal,
+        "control_plane": state.control_plane.to_json() if state.control_plane else None,
+        "key_state": state.revoked_code or "active",
         "managed": state.settings.managed_keys(),
     }
 

@@ -61,6 +61,11 @@ class GatewayState:
     bundle_source: str = "default"
     bundle_loaded_at: float | None = None
     last_refusal: dict[str, Any] | None = None
+    # When the control plane last confirmed the bundle (None: a file, never stale).
+    bundle_validated_at: float | None = None
+    # The org key's refusal learnt from the control plane (virtual_key_revoked, …).
+    revoked_code: str | None = None
+    control_plane: Any = None  # the OrgConnection when connected
 
     def set_bundle(self, bundle: Bundle, source: str, loaded_at: float | None = None) -> None:
         self.bundle = bundle

@@ -13,7 +13,8 @@ import pytest
 from agent import otlp
 from agent.core.bundle import parse_bundle
 from agent.core.usage import Usage
-from agent.export import Exporter, agent_instance_id, spend_attribution
+from agent.core.admission import spend_attribution
+from agent.export import Exporter, agent_instance_id
 from agent.store import Store
 from tests.fakes.controlplane import DEFAULT_BUNDLE, FakeControlPlane
 

@@ -214,7 +214,7 @@ def test_concurrent_streams_never_overshoot_by_more_than_one_request(governed_by
 
     body = {"model": "claude-sonnet-4-5", "max_tokens": 200, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     probe = plan_admission(parse_bundle(bundle()), Endpoint(Dialect.ANTHROPIC, Operation.GENERATE), body, body["model"],
-                           len(json.dumps(body)), "x", time.time())
+                           len(json.dumps(body)), time.time())
     worst_usd = probe.worst_case_nano / 1e9
     limit_usd = worst_usd * 10.5  # room for 10 worst cases
     agent = governed_by(bundle(budgets=[budget(limit_usd)]))

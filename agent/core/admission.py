@@ -7,6 +7,8 @@ Pure: the budget addon turns a plan into one ledger transaction.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import json
+from collections.abc import Mapping
 from typing import Any
 
 from agent.core import budget as budget_rules
@@ -47,6 +49,17 @@ def requested_max_output(dialect: Dialect, body: dict[str, Any]) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
+def client_metadata(header: str | None) -> dict[str, Any]:
+    """`X-LangWatch-Metadata`: a JSON object the client attaches to its spend; anything else is ignored."""
+    if not header:
+        return {}
+    try:
+        value = json.loads(header)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def identity(bundle: Bundle) -> budget_rules.Identity:
     return budget_rules.Identity(
         vk_id=bundle.vk_id,
@@ -58,21 +71,59 @@ def identity(bundle: Bundle) -> budget_rules.Identity:
 
 
 def plan_admission(
-    bundle: Bundle, endpoint: Endpoint, body: dict[str, Any], model: str, body_bytes: int, client: str, now: float
+    bundle: Bundle,
+    endpoint: Endpoint,
+    body: dict[str, Any],
+    model: str,
+    body_bytes: int,
+    now: float,
+    *,
+    trace_id: str | None = None,
+    end_user_id: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> AdmissionPlan:
     provider = endpoint.provider.value
     quote = price_for(model, provider, bundle.prices)
     worst = worst_case_nano_usd(estimate_input_tokens(body_bytes), requested_max_output(endpoint.dialect, body), quote)
     lines = budget_rules.applicable_budgets(bundle.budgets, identity(bundle), {provider}, now)
-    attribution = {
-        "organization_id": bundle.organization_id,
-        "project_id": bundle.project_id,
-        "virtual_key_id": bundle.vk_id,
-        "principal_id": bundle.principal_id,
-        "model": model,
-        "model_provider_id": provider,
-        "request_type": REQUEST_TYPES[endpoint.dialect],
-        "labels": list(bundle.vk_tags),
-        "client": client,
-    }
+    attribution = spend_attribution(
+        bundle, model=model, request_type=REQUEST_TYPES[endpoint.dialect], trace_id=trace_id,
+        model_provider_id=provider, end_user_id=end_user_id, metadata=metadata,
+    )
     return AdmissionPlan(lines, worst, quote, budget_rules.limits_of(bundle.rate_limits), attribution)
+
+
+def spend_attribution(
+    bundle: Any,
+    *,
+    model: str | None,
+    request_type: str,
+    trace_id: str | None = None,
+    model_provider_id: str | None = None,
+    end_user_id: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The attribution fields every spend command of a call carries (pass to `Store.admit`).
+
+    From the bundle: organization, project, key, principal and the key's tags
+    as `labels`. `metadata` (the client's `X-LangWatch-Metadata`) is sent as a
+    JSON string of at most 4 KB, else `{}`.
+    """
+    meta = json.dumps(dict(metadata or {}), separators=(",", ":"))
+    if len(meta.encode()) > 4096:
+        meta = "{}"
+    return {
+        "organization_id": getattr(bundle, "organization_id", None),
+        "project_id": getattr(bundle, "project_id", None),
+        "virtual_key_id": getattr(bundle, "vk_id", None),
+        "principal_id": getattr(bundle, "principal_id", None),
+        "end_user_id": end_user_id,
+        "trace_id": trace_id,
+        "model": model,
+        "model_provider_id": model_provider_id,
+        "labels": list(getattr(bundle, "vk_tags", None) or []),
+        "metadata": meta,
+        "request_type": request_type,
+        "outcome_carries_attribution": True,
+    }
+

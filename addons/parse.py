@@ -48,7 +48,7 @@ class Parse:
             reply_error(flow, self.state.version, GatewayError("missing_model", "the request names no model"))
             return
         ctx.body = body
-        ctx.model = model
+        ctx.model = ctx.requested_model = model
         ctx.stream = endpoint.path_stream if endpoint.dialect is Dialect.GEMINI else body.get("stream") is True
         if endpoint.dialect is Dialect.OPENAI_CHAT and ctx.stream and endpoint.operation is Operation.GENERATE:
             # Meter the stream even when the client did not ask for usage; the

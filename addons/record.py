@@ -11,6 +11,7 @@ from mitmproxy import http
 
 from addons.respond import context
 from agent.core.prices import cost_nano_usd
+from agent.otlp import build_span
 from agent.core.usage import Usage
 from agent.request import RequestContext
 from agent.state import CallRecord, GatewayState
@@ -51,6 +52,7 @@ class Record:
             if plan is None:
                 return
             usage = call.usage
+            cost: int | None = None
             if usage.total_tokens > 0:  # the provider billed it, even if the stream was cut
                 cost = cost_nano_usd(usage, plan.quote)
                 await self.state.store.settle(
@@ -60,11 +62,40 @@ class Record:
             else:
                 error = {"type": ctx.error or "no_usage", "http_status": call.status or 502}
                 await self.state.store.release(call.request_id, error, client=call.client, provider=call.provider)
+            if self.state.control_plane is not None:
+                await self.state.store.enqueue("span", f"span:{call.request_id}", self._span(ctx, call, cost))
         except Exception:
             # The reservation stays and is reclaimed at the next start; the call itself is done.
             log.exception("settle_failed request_id=%s", call.request_id)
         finally:
             self.state.inflight -= 1
+
+
+    def _span(self, ctx: RequestContext, call: CallRecord, cost_nano: int | None) -> dict[str, object]:
+        bundle = self.state.bundle
+        started_ns = int(ctx.started_at * 1e9)
+        return build_span(
+            trace_id=ctx.ids.trace_id,
+            span_id=ctx.ids.span_id,
+            parent_span_id=ctx.ids.parent_span_id,
+            request_id=call.request_id,
+            dialect=call.dialect,
+            provider=call.provider,
+            request_model=ctx.model,
+            response_model=call.usage.model,
+            start_ns=started_ns,
+            end_ns=started_ns + int(call.duration_ms * 1e6),
+            usage=call.usage,
+            cost_micro_usd=None if cost_nano is None else cost_nano // 1000,
+            client=call.client,
+            status_code=call.status,
+            error_type=call.error,
+            project_id=bundle.project_id,
+            virtual_key_id=bundle.vk_id,
+            model_provider_id=call.provider,
+            labels=bundle.vk_tags,
+            requested_model=ctx.requested_model,
+        )
 
 
 def _log_call(call: CallRecord) -> None:

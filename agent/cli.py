@@ -143,11 +143,8 @@ def cmd_open(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_login(settings: Settings, args: argparse.Namespace) -> int:
-    import logging
-
     from agent import login
 
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # the device flow polls: keep the terminal to our lines
     url = args.control_plane or settings.control_plane_url
     try:
         asyncio.run(login.login(url, settings.data_dir, open_browser=not args.no_browser))

@@ -26,3 +26,5 @@ def configure(level: str = "INFO") -> None:
     root.setLevel(level.upper())
     # mitmproxy narrates every connection at INFO; its warnings and errors are what we need.
     logging.getLogger("mitmproxy").setLevel(logging.WARNING)
+    # httpx logs every request at INFO: the sync loop polls, so keep it to warnings.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

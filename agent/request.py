@@ -24,7 +24,8 @@ class RequestContext:
     authenticated: bool = False
     # Filled by parse.
     body: dict[str, Any] | None = None
-    model: str | None = None
+    model: str | None = None  # what goes upstream (aliases resolved)
+    requested_model: str | None = None  # what the client asked for
     stream: bool = False
     # The gateway asked the upstream for a usage frame the client did not ask
     # for, and must hide it again.

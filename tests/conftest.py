@@ -20,8 +20,10 @@ def start_agent(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
     """Start a real `governor run` on a free port; every one started is stopped afterwards."""
     started: list[AgentProcess] = []
 
-    def start(upstream: str | None = None, env: dict[str, str] | None = None, name: str = "agent") -> AgentProcess:
-        agent = AgentProcess(tmp_path / name, upstream=upstream, env=env).start()
+    def start(
+        upstream: str | None = None, env: dict[str, str] | None = None, name: str = "agent", data_dir: Path | None = None
+    ) -> AgentProcess:
+        agent = AgentProcess(data_dir or tmp_path / name, upstream=upstream, env=env).start()
         started.append(agent)
         return agent
 

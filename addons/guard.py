@@ -65,7 +65,7 @@ class Guard:
         if ctx is None:
             return
         route = localapi.lookup(flow.request.path.split("?", 1)[0])
-        if route is not None and flow.request.method in ("GET", "HEAD"):
+        if route is not None and flow.request.method in route.methods:
             if route.needs_key and flow.request.headers.get("referer"):
                 reply_error(flow, self.state.version, GatewayError("forbidden_origin", "the local API refuses browser requests"))
                 return

@@ -123,10 +123,21 @@ async def status(state: GatewayState) -> Reply:
     }
 
 
+async def sync(state: GatewayState) -> Reply:
+    """"Sync now": revalidate the bundle and drain the outbox without waiting for the next tick."""
+    connection = state.control_plane
+    if connection is None:
+        return 409, {"synced": False, "reason": "standalone: this agent has no control plane to sync with"}
+    connection.sync.poke()
+    connection.exporter.wake()
+    return 202, {"synced": True}
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     handler: Handler
     needs_key: bool
+    methods: tuple[str, ...] = ("GET", "HEAD")
 
 
 # Keep sorted (a test checks): one place lists everything the port answers itself.
@@ -134,6 +145,7 @@ ROUTES: dict[str, Route] = {
     "/": Route(root, needs_key=False),
     "/_governor/v1/calls": Route(calls, needs_key=True),
     "/_governor/v1/status": Route(status, needs_key=True),
+    "/_governor/v1/sync": Route(sync, needs_key=True, methods=("POST",)),
     "/healthz": Route(healthz, needs_key=False),
     "/readyz": Route(readyz, needs_key=False),
     "/startupz": Route(startupz, needs_key=False),

@@ -350,10 +350,16 @@ def _handler(cp: FakeControlPlane) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(payload)
 
         def do_GET(self) -> None:
-            self._dispatch()
+            self._dispatch_quietly()
 
         def do_POST(self) -> None:
-            self._dispatch()
+            self._dispatch_quietly()
+
+        def _dispatch_quietly(self) -> None:
+            try:
+                self._dispatch()
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the agent hung up (a cancelled long-poll at shutdown)
 
         def _dispatch(self) -> None:
             parts = urlsplit(self.path)

@@ -53,7 +53,8 @@ def health(status: Mapping[str, Any] | None) -> Health:
     if status is None:
         return Health.NOT_RUNNING
     blocking = [b for b in budgets(status) if b.get("on_breach", "block") == "block" and budget_exhausted(b)]
-    if blocking or str(status.get("state", "")) in BLOCKED_STATES:
+    key_refused = status.get("key_state") not in (None, "active")  # revoked, disabled or expired org key
+    if blocking or key_refused or str(status.get("state", "")) in BLOCKED_STATES:
         return Health.BLOCKED
     if (
         any(budget_pct(b) >= WARN_PCT for b in budgets(status))

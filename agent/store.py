@@ -639,6 +639,14 @@ def _take_reservation(db: sqlite_utils.Database, request_id: str) -> dict[str, A
     return {"amount_nano": int(row[0]), "windows": json.loads(row[1]), "attribution": json.loads(row[2])}
 
 
+def _take_reservation_once(db: sqlite_utils.Database, request_id: str, verb: str) -> dict[str, Any] | None:
+    """The reservation to settle or release; None when that already happened (both are idempotent)."""
+    reservation = _take_reservation(db, request_id)
+    if reservation is None and not db.execute("SELECT 1 FROM settlements WHERE request_id = ?", [request_id]).fetchone():
+        raise ReservationNotFound(f"no reservation for request {request_id!r}; admit it before {verb}")
+    return reservation
+
+
 def _usage_wire(usage: Usage) -> dict[str, int]:
     return {
         "input_tokens": usage.input_tokens,
@@ -663,11 +671,9 @@ def _settle(
     db: sqlite_utils.Database,
 ) -> None:
     with _immediate(db):
-        reservation = _take_reservation(db, request_id)
+        reservation = _take_reservation_once(db, request_id, "settling")
         if reservation is None:
-            if db.execute("SELECT 1 FROM settlements WHERE request_id = ?", [request_id]).fetchone():
-                return  # settled already: settle is idempotent
-            raise ReservationNotFound(f"no reservation for request {request_id!r}; admit it before settling")
+            return
         for budget_id, window_start in reservation["windows"]:
             db.execute(
                 """UPDATE budget_totals SET reserved_nano = reserved_nano - ?, settled_unacked_nano = settled_unacked_nano + ?,
@@ -693,11 +699,9 @@ def _release(
     db: sqlite_utils.Database,
 ) -> None:
     with _immediate(db):
-        reservation = _take_reservation(db, request_id)
+        reservation = _take_reservation_once(db, request_id, "releasing")
         if reservation is None:
-            if db.execute("SELECT 1 FROM settlements WHERE request_id = ?", [request_id]).fetchone():
-                return
-            raise ReservationNotFound(f"no reservation for request {request_id!r}; admit it before releasing")
+            return
         _release_reservation(db, request_id, reservation, error, attribution, client, provider, now)
 
 

@@ -303,20 +303,24 @@ _CHAT_FINISH = re.compile(rb'"finish_reason"\s*:\s*"')
 _ERROR_OBJECT = re.compile(rb'"error"\s*:\s*\{')
 
 
-def _chat_usage(usage: dict[str, Any]) -> Usage:
-    prompt = _dict(usage.get("prompt_tokens_details"))
-    cached = _int(prompt.get("cached_tokens"))
-    written = _int(prompt.get("cache_write_tokens"))
-    completion = _dict(usage.get("completion_tokens_details"))
+def _openai_usage(usage: dict[str, Any], prompt: str, output: str) -> Usage:
+    """Chat (`prompt_tokens`/`completion_tokens`) and Responses (`input_tokens`/`output_tokens`)
+    report alike: the prompt count includes cached and cache-written tokens."""
+    details = _dict(usage.get(f"{prompt}_details"))
+    cached = _int(details.get("cached_tokens"))
+    written = _int(details.get("cache_write_tokens"))
     return Usage(
-        # prompt_tokens counts cached and cache-written tokens too.
-        input_tokens=max(_int(usage.get("prompt_tokens")) - cached - written, 0),
-        output_tokens=_int(usage.get("completion_tokens")),
+        input_tokens=max(_int(usage.get(prompt)) - cached - written, 0),
+        output_tokens=_int(usage.get(output)),
         cache_read_tokens=cached,
         cache_write_5m_tokens=written,
-        reasoning_tokens=_int(completion.get("reasoning_tokens")),
+        reasoning_tokens=_int(_dict(usage.get(f"{output}_details")).get("reasoning_tokens")),
         reported=True,
     )
+
+
+def _chat_usage(usage: dict[str, Any]) -> Usage:
+    return _openai_usage(usage, "prompt_tokens", "completion_tokens")
 
 
 def _finish_reason(choices: Any) -> str | None:
@@ -379,18 +383,7 @@ _RESPONSES_TYPE = re.compile(
 
 
 def _responses_usage(usage: dict[str, Any]) -> Usage:
-    details = _dict(usage.get("input_tokens_details"))
-    cached = _int(details.get("cached_tokens"))
-    written = _int(details.get("cache_write_tokens"))
-    return Usage(
-        # input_tokens counts cached and cache-written tokens too.
-        input_tokens=max(_int(usage.get("input_tokens")) - cached - written, 0),
-        output_tokens=_int(usage.get("output_tokens")),
-        cache_read_tokens=cached,
-        cache_write_5m_tokens=written,
-        reasoning_tokens=_int(_dict(usage.get("output_tokens_details")).get("reasoning_tokens")),
-        reported=True,
-    )
+    return _openai_usage(usage, "input_tokens", "output_tokens")
 
 
 def _response_to_usage(resp: dict[str, Any]) -> Usage:

@@ -4,130 +4,68 @@ Two halves, both pure (no I/O):
 
 - `build_span(...)` turns what the pipeline knows about a finished call into a
   *span record*: a small JSON-able dict that the record step writes to the
-  store's outbox in the same transaction as the ledger change. No credential
-  ever enters it; message content only when the bundle asks for it, and then
-  with secrets redacted.
+  store's outbox. No credential ever enters it; message content only when the
+  bundle asks for it, and then with secrets redacted.
 - `encode_export_request(records, ...)` turns span records into the bytes of an
-  `opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest`, encoded
-  by hand: only the few messages and fields below are needed, and proto3's wire
-  format for them is varints, fixed64 and length-delimited fields. Field numbers
-  follow opentelemetry-proto v1 (`trace.proto`, `common.proto`,
-  `resource.proto`):
-
-      ExportTraceServiceRequest { repeated ResourceSpans resource_spans = 1; }
-      ResourceSpans { Resource resource = 1; repeated ScopeSpans scope_spans = 2; }
-      Resource      { repeated KeyValue attributes = 1; }
-      ScopeSpans    { InstrumentationScope scope = 1; repeated Span spans = 2; }
-      InstrumentationScope { string name = 1; string version = 2; }
-      Span { bytes trace_id = 1; bytes span_id = 2; bytes parent_span_id = 4;
-             string name = 5; SpanKind kind = 6; fixed64 start_time_unix_nano = 7;
-             fixed64 end_time_unix_nano = 8; repeated KeyValue attributes = 9;
-             Status status = 15; }
-      Status   { string message = 2; StatusCode code = 3; }
-      KeyValue { string key = 1; AnyValue value = 2; }
-      AnyValue { string string_value = 1; bool bool_value = 2; int64 int_value = 3;
-                 double double_value = 4; ArrayValue array_value = 5; }
-      ArrayValue { repeated AnyValue values = 1; }
-
-`decode_message` is a schema-less reader of the same wire format, used by the
-tests and the fake control plane to check what was sent.
+  `ExportTraceServiceRequest`, built with the OpenTelemetry project's own
+  protobuf classes (`opentelemetry-proto`), so the wire matches every collector.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import struct
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
+
 __all__ = [
-    "SPAN_KIND_CLIENT",
-    "STATUS_ERROR",
-    "STATUS_OK",
     "build_span",
-    "decode_message",
+    "decode_export_request",
     "encode_export_request",
     "operation_name",
     "redact",
 ]
 
-SPAN_KIND_CLIENT = 3
-STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
-
 # -- wire format --------------------------------------------------------------
 
-_VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
 
-
-def _varint(value: int) -> bytes:
-    if value < 0:
-        value += 1 << 64  # int64 negatives are ten-byte two's complement
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _key(field: int, wire_type: int) -> bytes:
-    return _varint((field << 3) | wire_type)
-
-
-def _len_field(field: int, payload: bytes) -> bytes:
-    return _key(field, _LEN) + _varint(len(payload)) + payload
-
-
-def _str_field(field: int, text: str) -> bytes:
-    return _len_field(field, text.encode("utf-8"))
-
-
-def _fixed64_field(field: int, value: int) -> bytes:
-    return _key(field, _FIXED64) + struct.pack("<Q", value)
-
-
-def _any_value(value: Any) -> bytes:
+def _any_value(value: Any) -> AnyValue:
     if isinstance(value, bool):
-        return _key(2, _VARINT) + _varint(int(value))
+        return AnyValue(bool_value=value)
     if isinstance(value, int):
-        return _key(3, _VARINT) + _varint(value)
+        return AnyValue(int_value=value)
     if isinstance(value, float):
-        return _key(4, _FIXED64) + struct.pack("<d", value)
+        return AnyValue(double_value=value)
     if isinstance(value, (list, tuple)):
-        return _len_field(5, b"".join(_len_field(1, _any_value(v)) for v in value))
-    return _str_field(1, str(value))
+        return AnyValue(array_value=ArrayValue(values=[_any_value(v) for v in value]))
+    return AnyValue(string_value=str(value))
 
 
-def _key_value(key: str, value: Any) -> bytes:
-    return _str_field(1, key) + _len_field(2, _any_value(value))
+def _attributes(attrs: Mapping[str, Any]) -> list[KeyValue]:
+    return [KeyValue(key=k, value=_any_value(v)) for k, v in attrs.items() if v is not None]
 
 
-def _attributes(field: int, attrs: Mapping[str, Any]) -> bytes:
-    return b"".join(_len_field(field, _key_value(k, v)) for k, v in attrs.items() if v is not None)
-
-
-def _span(record: Mapping[str, Any]) -> bytes:
-    out = bytearray()
-    out += _len_field(1, bytes.fromhex(record["trace_id"]))
-    out += _len_field(2, bytes.fromhex(record["span_id"]))
-    if record.get("parent_span_id"):
-        out += _len_field(4, bytes.fromhex(record["parent_span_id"]))
-    out += _str_field(5, record["name"])
-    out += _key(6, _VARINT) + _varint(SPAN_KIND_CLIENT)
-    out += _fixed64_field(7, int(record["start_ns"]))
-    out += _fixed64_field(8, int(record["end_ns"]))
-    out += _attributes(9, record.get("attributes") or {})
-    status = bytearray()
-    if record.get("status_message"):
-        status += _str_field(2, str(record["status_message"]))
-    code = STATUS_ERROR if record.get("status") == "error" else STATUS_OK
-    status += _key(3, _VARINT) + _varint(code)
-    out += _len_field(15, bytes(status))
-    return bytes(out)
+def _span(record: Mapping[str, Any]) -> Span:
+    failed = record.get("status") == "error"
+    return Span(
+        trace_id=bytes.fromhex(record["trace_id"]),
+        span_id=bytes.fromhex(record["span_id"]),
+        parent_span_id=bytes.fromhex(record["parent_span_id"]) if record.get("parent_span_id") else b"",
+        name=record["name"],
+        kind=Span.SPAN_KIND_CLIENT,
+        start_time_unix_nano=int(record["start_ns"]),
+        end_time_unix_nano=int(record["end_ns"]),
+        attributes=_attributes(record.get("attributes") or {}),
+        status=Status(
+            code=Status.STATUS_CODE_ERROR if failed else Status.STATUS_CODE_OK,
+            message=str(record.get("status_message") or ""),
+        ),
+    )
 
 
 def encode_export_request(
@@ -138,62 +76,55 @@ def encode_export_request(
     scope_version: str = "",
 ) -> bytes:
     """One ResourceSpans (this agent) with one ScopeSpans holding every record's span."""
-    spans = b"".join(_len_field(2, _span(r)) for r in records)
-    scope = _str_field(1, scope_name) + (_str_field(2, scope_version) if scope_version else b"")
-    scope_spans = _len_field(1, scope) + spans
-    resource_msg = _attributes(1, resource or {})
-    resource_spans = _len_field(1, resource_msg) + _len_field(2, scope_spans)
-    return _len_field(1, resource_spans)
+    request = ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                resource=Resource(attributes=_attributes(resource or {})),
+                scope_spans=[
+                    ScopeSpans(
+                        scope=InstrumentationScope(name=scope_name, version=scope_version),
+                        spans=[_span(r) for r in records],
+                    )
+                ],
+            )
+        ]
+    )
+    return bytes(request.SerializeToString())
 
 
-def decode_message(data: bytes) -> list[tuple[int, int, Any]]:
-    """Schema-less decode: `[(field, wire_type, value)]`; LEN values stay bytes.
+def _value(v: AnyValue) -> Any:
+    kind = v.WhichOneof("value")
+    if kind == "array_value":
+        return [_value(x) for x in v.array_value.values]
+    return getattr(v, kind) if kind else None
 
-    Raises ValueError on truncated or malformed input.
-    """
-    fields: list[tuple[int, int, Any]] = []
-    pos, end = 0, len(data)
 
-    def varint() -> int:
-        nonlocal pos
-        shift = result = 0
-        while True:
-            if pos >= end or shift > 63:
-                raise ValueError("truncated varint")
-            byte = data[pos]
-            pos += 1
-            result |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return result
-            shift += 7
-
-    while pos < end:
-        key = varint()
-        field, wire_type = key >> 3, key & 7
-        if field == 0:
-            raise ValueError("field number 0")
-        if wire_type == _VARINT:
-            value: Any = varint()
-        elif wire_type == _FIXED64:
-            if pos + 8 > end:
-                raise ValueError("truncated fixed64")
-            value = data[pos : pos + 8]
-            pos += 8
-        elif wire_type == _LEN:
-            size = varint()
-            if pos + size > end:
-                raise ValueError("truncated length-delimited field")
-            value = data[pos : pos + size]
-            pos += size
-        elif wire_type == _FIXED32:
-            if pos + 4 > end:
-                raise ValueError("truncated fixed32")
-            value = data[pos : pos + 4]
-            pos += 4
-        else:
-            raise ValueError(f"unsupported wire type {wire_type}")
-        fields.append((field, wire_type, value))
-    return fields
+def decode_export_request(data: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(resource attributes, span records) of an ExportTraceServiceRequest: the
+    collector's view, for the tests and the fake control plane."""
+    request = ExportTraceServiceRequest.FromString(data)
+    resource: dict[str, Any] = {}
+    spans: list[dict[str, Any]] = []
+    for rs in request.resource_spans:
+        resource.update({kv.key: _value(kv.value) for kv in rs.resource.attributes})
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                spans.append(
+                    {
+                        "trace_id": span.trace_id.hex(),
+                        "span_id": span.span_id.hex(),
+                        "parent_span_id": span.parent_span_id.hex() or None,
+                        "name": span.name,
+                        "kind": span.kind,
+                        "start_ns": span.start_time_unix_nano,
+                        "end_ns": span.end_time_unix_nano,
+                        "attributes": {kv.key: _value(kv.value) for kv in span.attributes},
+                        "status_code": span.status.code,
+                        "status_message": span.status.message or None,
+                        "scope": ss.scope.name or None,
+                    }
+                )
+    return resource, spans
 
 
 # -- span records -------------------------------------------------------------

@@ -1,49 +1,17 @@
-"""The hand-written OTLP protobuf encoder: wire-format vectors, then whole requests decoded back."""
+"""Span records encoded as OTLP protobuf, then decoded back as a collector reads them."""
 
 from __future__ import annotations
 
-import struct
 
-import pytest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from agent import otlp
 from agent.core.usage import Usage
-from tests.fakes.controlplane import decode_export_request
+from agent.otlp import decode_export_request
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 SPAN = "b7ad6b7169203331"
 PARENT = "00f067aa0ba902b7"
-
-
-def test_varint_vectors_from_the_protobuf_encoding_guide() -> None:
-    assert otlp._varint(0) == b"\x00"
-    assert otlp._varint(1) == b"\x01"
-    assert otlp._varint(150) == b"\x96\x01"  # the guide's example
-    assert otlp._varint(300) == b"\xac\x02"
-    assert otlp._varint(-1) == b"\xff" * 9 + b"\x01"  # int64 -1: ten bytes
-
-
-def test_field_vectors() -> None:
-    # message Test1 { int32 a = 1; } with a = 150  ->  08 96 01
-    assert otlp._key(1, 0) + otlp._varint(150) == bytes.fromhex("089601")
-    # message Test2 { string b = 2; } with b = "testing"  ->  12 07 74 65 73 74 69 6e 67
-    assert otlp._str_field(2, "testing") == bytes.fromhex("120774657374696e67")
-    assert otlp._fixed64_field(7, 1) == b"\x39" + struct.pack("<Q", 1)  # (7 << 3) | 1 = 0x39
-
-
-def test_any_value_kinds() -> None:
-    assert otlp._any_value("a") == b"\x0a\x01a"
-    assert otlp._any_value(True) == b"\x10\x01"
-    assert otlp._any_value(5) == b"\x18\x05"
-    assert otlp._any_value(0.5) == b"\x21" + struct.pack("<d", 0.5)
-    assert otlp._any_value(["x"]) == b"\x2a\x05" + b"\x0a\x03" + b"\x0a\x01x"
-
-
-def test_decode_message_rejects_truncation() -> None:
-    with pytest.raises(ValueError):
-        otlp.decode_message(b"\x0a\x05ab")
-    with pytest.raises(ValueError):
-        otlp.decode_message(b"\x96")
 
 
 def _usage() -> Usage:
@@ -102,7 +70,7 @@ def test_content_only_when_asked_and_redacted() -> None:
     assert span["attributes"]["gen_ai.output.messages"] == "Bearer [REDACTED]"
 
 
-def test_export_request_round_trips_through_an_independent_structural_decoder() -> None:
+def test_export_request_round_trips_through_the_collector_schema() -> None:
     records = [_span(), _span(span_id="1111111111111111", parent_span_id=None, status_code=500, error_type="provider_error")]
     data = otlp.encode_export_request(records, resource={"service.name": "governor", "service.version": "0.1.0"},
                                       scope_version="0.1.0")
@@ -111,12 +79,12 @@ def test_export_request_round_trips_through_an_independent_structural_decoder() 
     assert len(spans) == 2
     first, second = spans
     assert first["trace_id"] == TRACE and first["span_id"] == SPAN and first["parent_span_id"] == PARENT
-    assert first["kind"] == otlp.SPAN_KIND_CLIENT and first["scope"] == "governor"
+    assert first["kind"] == Span.SPAN_KIND_CLIENT and first["scope"] == "governor"
     assert first["start_ns"] == 1_700_000_000_000_000_000 and first["end_ns"] == 1_700_000_001_500_000_000
     assert first["attributes"] == records[0]["attributes"]
-    assert first["status_code"] == otlp.STATUS_OK
+    assert first["status_code"] == Status.STATUS_CODE_OK
     assert second["parent_span_id"] is None
-    assert second["status_code"] == otlp.STATUS_ERROR and second["status_message"] == "provider_error"
+    assert second["status_code"] == Status.STATUS_CODE_ERROR and second["status_message"] == "provider_error"
 
 
 def test_no_secret_reaches_the_encoded_bytes() -> None:

@@ -40,7 +40,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from agent.otlp import decode_message
+from agent.otlp import decode_export_request
 
 DEFAULT_BUNDLE: dict[str, Any] = {
     "revision": "1",
@@ -110,76 +110,6 @@ class Request:
     headers: dict[str, str]
     body: bytes
     at: float
-
-
-# -- OTLP decoding (structure of ExportTraceServiceRequest, see agent/otlp.py) --------
-
-
-def _fields(data: bytes) -> dict[int, list[Any]]:
-    out: dict[int, list[Any]] = {}
-    for number, _wire, value in decode_message(data):
-        out.setdefault(number, []).append(value)
-    return out
-
-
-def _any_value(data: bytes) -> Any:
-    f = decode_message(data)
-    if not f:
-        return None
-    number, _wire, value = f[0]
-    if number == 1:
-        return value.decode()
-    if number == 2:
-        return bool(value)
-    if number == 3:
-        return value - (1 << 64) if value >= 1 << 63 else value
-    if number == 4:
-        import struct
-
-        return struct.unpack("<d", value)[0]
-    if number == 5:
-        return [_any_value(v) for v in _fields(value).get(1, [])]
-    raise ValueError(f"AnyValue field {number} not expected")
-
-
-def _attributes(raw: list[bytes]) -> dict[str, Any]:
-    attrs = {}
-    for kv in raw:
-        f = _fields(kv)
-        attrs[f[1][0].decode()] = _any_value(f[2][0]) if 2 in f else None
-    return attrs
-
-
-def decode_export_request(data: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(resource attributes, spans) of an ExportTraceServiceRequest."""
-    resource: dict[str, Any] = {}
-    spans: list[dict[str, Any]] = []
-    for rs in _fields(data).get(1, []):
-        rsf = _fields(rs)
-        for res in rsf.get(1, []):
-            resource.update(_attributes(_fields(res).get(1, [])))
-        for ss in rsf.get(2, []):
-            ssf = _fields(ss)
-            scope = _fields(ssf[1][0]) if 1 in ssf else {}
-            for raw in ssf.get(2, []):
-                s = _fields(raw)
-                status = _fields(s[15][0]) if 15 in s else {}
-                spans.append(
-                    {
-                        "trace_id": s[1][0].hex(),
-                        "span_id": s[2][0].hex(),
-                        "parent_span_id": s[4][0].hex() if 4 in s else None,
-                        "name": s[5][0].decode(),
-                        "kind": s.get(6, [0])[0],
-                        "start_ns": int.from_bytes(s[7][0], "little"),
-                        "end_ns": int.from_bytes(s[8][0], "little"),
-                        "attributes": _attributes(s.get(9, [])),
-                        "status_code": status.get(3, [0])[0],
-                        "status_message": status[2][0].decode() if 2 in status else None,
-                        "scope": scope[1][0].decode() if 1 in scope else None,
-                    }
-                )
-    return resource, spans
 
 
 class FakeControlPlane:

@@ -26,7 +26,7 @@ from addons.parse import Parse
 from addons.policy import Policy
 from addons.record import Record
 from addons.route import Route
-from agent import secrets
+from agent import maintenance, secrets
 from agent.bundlefile import BundleFile
 from agent.config import Settings
 from agent.orgsync import OrgConnection, control_plane_url
@@ -192,7 +192,9 @@ async def _serve(settings: Settings, store: Store) -> None:
         except (NotImplementedError, RuntimeError):  # Windows, or not the main thread: no signal handlers
             pass
     stop = asyncio.Event()
-    background = [loop.create_task(bundle_file.run(stop))] if bundle_file else []
+    background = [loop.create_task(maintenance.run(state, stop))]
+    if bundle_file:
+        background.append(loop.create_task(bundle_file.run(stop)))
     url = control_plane_url(state)
     if url:
         background.append(loop.create_task(OrgConnection(state, url).run(stop)))
@@ -200,8 +202,7 @@ async def _serve(settings: Settings, store: Store) -> None:
         await master.run()
     finally:
         stop.set()  # the exporter gets its grace period to finish a batch in flight
-        if background:
-            await asyncio.wait(background, timeout=6)
+        await asyncio.wait(background, timeout=6)
         for task in background:
             task.cancel()
     log.info("gateway_stopped")

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import datetime
 import json
 import os
 import queue
@@ -469,12 +470,28 @@ class Store:
         """Requests, tokens and cost of one local day (default today), per model and per client."""
         return await self._read(partial(_daily_spend, day or local_day(_now(now))))
 
+    async def daily_totals(self, days: int, now: float | None = None) -> list[tuple[str, int, int]]:
+        """(day, cost_nano, requests) for each of the last `days` local days up to today, oldest first, zeros included."""
+        return await self._read(partial(_daily_totals, days, _now(now)))
+
     async def outbox_counts(self) -> dict[str, int]:
         def read(conn: sqlite3.Connection) -> dict[str, int]:
             rows = conn.execute("SELECT kind || ':' || state AS k, count(*) AS n FROM outbox GROUP BY 1").fetchall()
             return {r["k"]: int(r["n"]) for r in rows}
 
         return await self._read(read)
+
+    async def outbox_dropped(self) -> int:
+        """How many records the size cap has discarded, ever."""
+        return int(await self.kv_get(OUTBOX_DROPPED_KEY) or 0)
+
+    async def cap_outbox(self, max_bytes: int) -> int:
+        """Keep the outbox under `max_bytes` of payload by dropping its oldest records; returns how many.
+
+        Dropping a spend command loses its delivery, never its spend: the ledger
+        keeps counting it as settled locally, so budgets stay right.
+        """
+        return await self._write(partial(_cap_outbox, max_bytes))
 
 
 # --- files and connections ---------------------------------------------------------------
@@ -889,6 +906,29 @@ def _save_bundle(body: str, etag: str | None, fetched_at: float, db: sqlite_util
         )
 
 
+OUTBOX_DROPPED_KEY = "outbox_dropped"
+
+
+def _cap_outbox(max_bytes: int, db: sqlite_utils.Database) -> int:
+    total = db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()[0]
+    if total <= max_bytes:
+        return 0
+    excess, doomed = total - max_bytes, []
+    for outbox_id, size in db.execute("SELECT id, LENGTH(payload) FROM outbox ORDER BY id"):
+        if excess <= 0:
+            break
+        doomed.append(outbox_id)
+        excess -= size
+    with _immediate(db):
+        db.conn.executemany("DELETE FROM outbox WHERE id = ?", [[i] for i in doomed])
+        db.execute(
+            """INSERT INTO kv (key, value) VALUES (?, ?)
+               ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + excluded.value AS TEXT)""",
+            [OUTBOX_DROPPED_KEY, str(len(doomed))],
+        )
+    return len(doomed)
+
+
 def _prune(cutoff: float, db: sqlite_utils.Database) -> int:
     with _immediate(db):
         cur = db.execute("DELETE FROM budget_totals WHERE window_end IS NOT NULL AND window_end < ? AND reserved_nano = 0", [cutoff])
@@ -947,6 +987,16 @@ def _spend_rows(conn: sqlite3.Connection, group: str, day: str) -> list[SpendRow
         [day],
     ).fetchall()
     return [SpendRow(str(r[0]), *map(int, tuple(r)[1:])) for r in rows]
+
+
+def _daily_totals(days: int, now: float, conn: sqlite3.Connection) -> list[tuple[str, int, int]]:
+    today = datetime.date.fromisoformat(local_day(now))
+    wanted = [(today - datetime.timedelta(days=back)).isoformat() for back in range(max(1, days) - 1, -1, -1)]
+    rows = conn.execute(
+        "SELECT day, COALESCE(SUM(cost_nano), 0), COUNT(*) FROM settlements WHERE day >= ? GROUP BY day", [wanted[0]]
+    ).fetchall()
+    found = {r[0]: (int(r[1]), int(r[2])) for r in rows}
+    return [(day, *found.get(day, (0, 0))) for day in wanted]
 
 
 def _daily_spend(day: str, conn: sqlite3.Connection) -> DailySpend:

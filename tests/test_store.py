@@ -353,3 +353,21 @@ def test_4_processes_never_overshoot(db_path: Path, actual: int) -> None:
         p.join(60)
         assert p.exitcode == 0
     _assert_bound(db_path, admitted, actual)
+
+
+def test_outbox_cap_drops_the_oldest_and_counts_them(tmp_path):
+    store = Store.open(tmp_path / "cap.db")
+    try:
+        async def scenario() -> tuple[int, dict[str, int], list[str]]:
+            for i in range(50):
+                await store.enqueue("span", f"span:{i:03}", {"pad": "x" * 1000, "i": i})
+            dropped = await store.cap_outbox(20_000)
+            kept = [r.idempotency_key for r in await store.due_outbox("span", limit=100)]
+            return dropped, {**await store.outbox_counts(), "dropped": await store.outbox_dropped()}, kept
+
+        dropped, counts, kept = asyncio.run(scenario())
+        assert 30 <= dropped <= 32
+        assert counts["dropped"] == dropped and counts["span:pending"] == 50 - dropped
+        assert kept == [f"span:{i:03}" for i in range(dropped, 50)]  # the newest survive
+    finally:
+        store.close()

@@ -21,6 +21,7 @@ from agent.core.dialects import Operation
 from agent.core.errors import GatewayError
 from agent.core.taps import make_tap
 from agent.core.toolguard import ToolCallGuard, denied_tool_calls, policy_message
+from agent.core.transcript import make_transcript
 from agent.request import RequestContext
 from agent.state import GatewayState
 
@@ -44,6 +45,8 @@ class Meter:
             return
         streaming = "event-stream" in response.headers.get("content-type", "") or ctx.endpoint.path_stream
         ctx.tap = make_tap(ctx.endpoint.dialect, streaming)
+        if self.state.control_plane is not None and self.state.bundle.capture_content:
+            ctx.transcript = make_transcript(ctx.endpoint.dialect)
         if ctx.tool_denier is not None and not streaming:
             return  # buffered: `response` judges the whole body before the client sees it
         guard = ToolCallGuard(ctx.endpoint.dialect, ctx.tool_denier) if ctx.tool_denier else None
@@ -59,6 +62,8 @@ class Meter:
         body = flow.response.content or b""
         ctx.first_byte_mono = ctx.first_byte_mono or time.perf_counter()
         ctx.tap.feed(body)
+        if ctx.transcript is not None:
+            ctx.transcript.feed(body)
         try:
             denied = denied_tool_calls(ctx.endpoint.dialect, json.loads(body), ctx.tool_denier)
         except ValueError:
@@ -85,7 +90,7 @@ def _passthrough(ctx: RequestContext) -> StreamFn:
 def _metered(
     ctx: RequestContext, guard: ToolCallGuard | None, hider: UsageFrameHider | None, on_cut: Callable[[str], None]
 ) -> StreamFn:
-    tap = ctx.tap
+    tap, transcript = ctx.tap, ctx.transcript
 
     def on_chunk(data: bytes) -> bytes | tuple[()]:
         # Never hand mitmproxy an empty chunk: on HTTP/1.1 it writes the
@@ -98,6 +103,8 @@ def _metered(
         if ctx.first_byte_mono is None:
             ctx.first_byte_mono = time.perf_counter()
         tap.feed(data)
+        if transcript is not None:
+            transcript.feed(data)
         out = data
         if guard is not None:
             already_cut = guard.denied is not None

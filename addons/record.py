@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from mitmproxy import http
 
 from addons.respond import context
 from agent.core.prices import cost_nano_usd
-from agent.otlp import build_span
+from agent.core.transcript import request_messages
 from agent.core.usage import Usage
+from agent.otlp import build_span
 from agent.request import RequestContext
 from agent.state import CallRecord, GatewayState
 
@@ -95,7 +97,20 @@ class Record:
             model_provider_id=call.provider,
             labels=bundle.vk_tags,
             requested_model=ctx.requested_model,
+            **self._content(ctx),
         )
+
+    def _content(self, ctx: RequestContext) -> dict[str, Any]:
+        """Prompt and answer for the span, when the bundle asked for content capture."""
+        if ctx.transcript is None or ctx.body is None or ctx.endpoint is None:
+            return {}
+        secrets = [self.state.local_key, *(k for k in self.state.provider_keys.values() if k)]
+        return {
+            "capture_content": True,
+            "input_messages": request_messages(ctx.endpoint.dialect, ctx.body),
+            "output_messages": ctx.transcript.finish(),
+            "secrets": secrets,
+        }
 
 
 def _log_call(call: CallRecord) -> None:

@@ -40,6 +40,7 @@ class RequestContext:
     forwarded: bool = False
     # Filled by meter.
     tap: Any = None
+    transcript: Any = None  # a content-capture tap, when the bundle asks for content in traces
     first_byte_mono: float | None = None
     usage: Usage | None = None
     status: int | None = None

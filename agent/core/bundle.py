@@ -206,6 +206,8 @@ class Bundle(_Model):
     cache_rules: list[CacheRule] = Field(default_factory=list)
     max_stale_s: NonNegativeInt | None = None  # null: never stale
     on_stale: Literal["fail_open", "fail_closed"] = "fail_open"
+    # Traces carry the prompt and the answer (secrets redacted) only when the org asks.
+    capture_content: bool = False
 
     @field_validator("revision", mode="before")
     @classmethod

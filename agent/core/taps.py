@@ -17,6 +17,7 @@ import enum
 import json
 import logging
 import re
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from agent.core.dialects import Dialect
@@ -40,7 +41,7 @@ class _Reader(Protocol):
     def body(self, obj: Any) -> None:
         """A whole (non-stream) JSON response body."""
 
-    def result(self) -> Usage: ...
+    def result(self) -> Any: ...  # a Usage for the usage taps
 
 
 class _Framing(enum.Enum):
@@ -61,10 +62,11 @@ def _sniff(first: int) -> _Framing:
 class Tap:
     """Feed it the response bytes as they pass; `finish()` when the response ends."""
 
-    __slots__ = ("_reader", "_framing", "_sse", "_array", "_chunks", "_size", "_failed", "streaming")
+    __slots__ = ("_reader", "_framing", "_sse", "_array", "_chunks", "_size", "_failed", "_empty", "streaming")
 
-    def __init__(self, reader: _Reader, streaming: bool) -> None:
+    def __init__(self, reader: _Reader, streaming: bool, empty: Callable[[], Any] = Usage) -> None:
         self._reader = reader
+        self._empty = empty  # what finish() gives when the reader failed
         self.streaming = streaming  # what the request asked for; the body decides framing
         self._framing = _Framing.UNKNOWN
         self._sse: SSESplitter | None = None
@@ -87,14 +89,14 @@ class Tap:
     def finish(self) -> Usage:
         """Usage seen so far; safe to call on a truncated or garbled response."""
         if self._failed:
-            return Usage()
+            return self._empty()
         try:
             self._finish()
             return self._reader.result()
         except Exception:
             _log.exception("usage tap failed at the end of the response")
             self._failed = True
-            return Usage()
+            return self._empty()
 
     def _feed(self, data: bytes) -> None:
         if self._framing is _Framing.UNKNOWN:

@@ -52,6 +52,19 @@ HKCU = "HKEY_CURRENT_USER"
 LINUX_DIR = Path("/etc/governor")
 MACOS_DIR = Path("/Library/Managed Preferences")
 
+# The settings IT may manage: an allow-list, so a new setting (or a new
+# secret) is never manageable by accident. Each is documented, with its type
+# and default, in installers/managed-keys.toml, from which every template and
+# docs/deploy.md are generated; tests keep the two lists equal.
+MANAGED_KEYS = frozenset(
+    {
+        "allow_setup", "allowed_origins", "allowed_wrappers", "anthropic_base_url", "body_limit_bytes",
+        "bundle_path", "bundle_revalidate_s", "changes_timeout_s", "control_plane_url", "drain_pre_wait_s",
+        "drain_timeout_s", "enrollment_org", "gemini_base_url", "intercept_enabled", "listen", "log_level",
+        "openai_base_url", "otlp_extra_endpoint", "outbox_max_mb", "upstream_timeout_s",
+    }
+)
+
 
 @dataclass
 class Managed:
@@ -67,8 +80,10 @@ class Managed:
             self.sources[key] = source
 
     def only(self, allowed: Iterable[str], refused: Iterable[str] = ()) -> Managed:
-        """Drop keys that are not settings (typo, newer agent) or may not be managed (secrets)."""
-        allowed, refused = set(allowed), set(refused)
+        """Keep the keys in `allowed` that are also in MANAGED_KEYS; drop, with a
+        warning, keys that may never be managed (secrets) and any other key
+        (a typo, a setting that is not manageable, a key for a newer agent)."""
+        allowed, refused = set(allowed) & MANAGED_KEYS, set(refused)
         kept = Managed()
         for key, value in self.values.items():
             if key in allowed:
@@ -79,7 +94,10 @@ class Managed:
                     key, _quote(self.sources[key]), "secrets come from the keychain or `governor login`, never from MDM",
                 )
             else:
-                log.warning("managed_key_unknown key=%s source=%s", key, _quote(self.sources[key]))
+                log.warning(
+                    "managed_key_unknown key=%s source=%s hint=%s",
+                    key, _quote(self.sources[key]), '"not a manageable key; docs/deploy.md lists them"',
+                )
         return kept
 
 

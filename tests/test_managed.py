@@ -5,10 +5,12 @@ and the real agent obeying a managed listen address."""
 from __future__ import annotations
 
 import logging
+import os
 import plistlib
 import subprocess
 import sys
 import tomllib
+import types
 import typing
 from pathlib import Path
 
@@ -26,7 +28,7 @@ REG_EXAMPLE = REPO / "installers" / "windows" / "governor-policy-example.reg"
 @pytest.fixture
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No GOVERNOR_* from the outside; an empty config file and managed dir."""
-    for name in list(__import__("os").environ):
+    for name in list(os.environ):
         if name.startswith("GOVERNOR_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("GOVERNOR_CONFIG", str(tmp_path / "config.toml"))
@@ -195,6 +197,7 @@ def test_secrets_and_unknown_keys_are_refused(isolated: Path, caplog: pytest.Log
     (isolated / "etc").mkdir()
     (isolated / "etc" / "managed.toml").write_text(
         'anthropic_api_key = "sk-leak"\ndata_dir = "/shared"\ncontrol_plan_url = "typo"\noutbox_max_mb = 8\n'
+        'resolve = "not manageable"\n'
     )
     with caplog.at_level(logging.WARNING):
         settings = load_settings()
@@ -204,6 +207,7 @@ def test_secrets_and_unknown_keys_are_refused(isolated: Path, caplog: pytest.Log
     assert "managed_secret_ignored key=anthropic_api_key" in caplog.text
     assert "managed_secret_ignored key=data_dir" in caplog.text
     assert "managed_key_unknown key=control_plan_url" in caplog.text
+    assert "managed_key_unknown key=resolve" in caplog.text
     assert "sk-leak" not in caplog.text
 
 
@@ -239,7 +243,7 @@ def test_platform_override_reads_macos_and_windows_sources(isolated: Path, monke
 
 def _kind(annotation: object) -> str:
     base = annotation
-    if typing.get_origin(annotation) in (typing.Union, __import__("types").UnionType):
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         base = next(a for a in typing.get_args(annotation) if a is not type(None))
     if typing.get_origin(base) is list:
         return "list"
@@ -248,10 +252,14 @@ def _kind(annotation: object) -> str:
 
 def test_catalogue_documents_every_manageable_setting_with_its_type() -> None:
     catalogue = tomllib.loads((REPO / "installers/managed-keys.toml").read_text())
-    manageable = set(Settings.model_fields) - UNMANAGEABLE_FIELDS
-    missing, extra = manageable - set(catalogue), set(catalogue) - manageable
-    assert not missing, f"add these settings to installers/managed-keys.toml, then run installers/gen_managed.py: {sorted(missing)}"
-    assert not extra, f"installers/managed-keys.toml names settings that do not exist: {sorted(extra)}"
+    assert set(catalogue) == managed.MANAGED_KEYS, (
+        "agent/managed.py MANAGED_KEYS and installers/managed-keys.toml must list the same keys "
+        "(then run installers/gen_managed.py)"
+    )
+    assert managed.MANAGED_KEYS <= set(Settings.model_fields), sorted(managed.MANAGED_KEYS - set(Settings.model_fields))
+    assert not managed.MANAGED_KEYS & UNMANAGEABLE_FIELDS
+    for key in managed.MANAGED_KEYS:
+        assert "Secret" not in str(Settings.model_fields[key].annotation), f"{key} is a secret"
     for key, spec in catalogue.items():
         assert spec["type"] == _kind(Settings.model_fields[key].annotation), key
         assert spec["doc"].strip(), key

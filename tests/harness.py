@@ -47,7 +47,7 @@ class AgentProcess:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 15.0) -> "AgentProcess":
+    def start(self, timeout: float = 30.0) -> "AgentProcess":
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._close_log()
         self._log_file = open(self.log_path, "ab")

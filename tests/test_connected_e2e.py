@@ -80,6 +80,17 @@ def test_login_then_governed_by_the_org(control_plane, start_agent, fake_provide
     assert span["attributes"]["gen_ai.request.model"] == "anthropic/claude-haiku-4-5"
     assert LOCAL_KEY not in repr(control_plane.spans) and "sk-upstream" not in repr(control_plane.spans)
 
+    # Content capture, when the org asks: prompt and answer in the span, secrets redacted.
+    control_plane.update_bundle(capture_content=True)
+    wait_until(lambda: status(agent)["bundle"]["revision"] == control_plane.bundle["revision"])
+    secret_prompt = f"my local key is {LOCAL_KEY}, say hi"
+    r = httpx.post(agent.base_url + "/v1/messages", headers=AUTH, json={**MESSAGE, "messages": [{"role": "user", "content": secret_prompt}]})
+    captured_id = r.headers["x-langwatch-request-id"]
+    span = wait_until(lambda: next((s for s in control_plane.spans if s["attributes"].get("langwatch.gateway_request_id") == captured_id), None))
+    assert "say hi" in span["attributes"]["gen_ai.input.messages"]
+    assert "FAKE-OK" in span["attributes"]["gen_ai.output.messages"]
+    assert LOCAL_KEY not in repr(span)
+
     # Revocation: the long-poll delivers it, and every call is refused within seconds.
     control_plane.revoke()
     revoked_at = time.monotonic()

@@ -132,3 +132,21 @@ def test_non_loopback_listen_is_refused(tmp_path):
     done = subprocess.run([sys.executable, "-m", "agent.cli", "run"], env=env, capture_output=True, text=True, timeout=20)
     assert done.returncode == 2
     assert "refusing to listen on 0.0.0.0" in done.stderr
+
+
+def test_no_key_in_the_log_and_private_state_files(governed, fake):
+    import os
+    import stat
+
+    for headers in ({"authorization": f"Bearer {LOCAL_KEY}"}, {"x-api-key": "wrong-key-should-not-be-logged"}):
+        httpx.post(governed.base_url + "/v1/chat/completions", headers=headers, json=CHAT)
+    httpx.post(governed.base_url + "/v1beta/models/gemini-2.5-flash:generateContent", params={"key": LOCAL_KEY},
+               json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}]})
+    log = governed.log()
+    assert 'msg="call" request_id=' in log  # the log is being written…
+    for secret in (LOCAL_KEY, "sk-upstream-", "wrong-key-should-not-be-logged"):
+        assert secret not in log  # …and holds no key
+    data = governed.data_dir
+    assert stat.S_IMODE(os.stat(data).st_mode) == 0o700
+    for name in ("governor.db", "governor.db-wal", "mitmproxy/mitmproxy-ca.pem"):
+        assert stat.S_IMODE(os.stat(data / name).st_mode) == 0o600, name

@@ -69,7 +69,13 @@ class Guard:
             if route.needs_key and flow.request.headers.get("referer"):
                 reply_error(flow, self.state.version, GatewayError("forbidden_origin", "the local API refuses browser requests"))
                 return
-            status, payload = await route.handler(self.state)
+            asked = localapi.LocalRequest(dict(flow.request.query.items()), dict(flow.request.cookies.items()))
+            answer = await route.call(self.state, asked)
+            if isinstance(answer, localapi.Answer):  # a page or a redirect (the spend page)
+                body = b"" if flow.request.method == "HEAD" else answer.body
+                reply(flow, self.state.version, answer.status, body, {"Content-Type": answer.content_type, **answer.headers})
+                return
+            status, payload = answer
             if flow.request.method == "HEAD":
                 reply(flow, self.state.version, status, b"", {"Content-Type": "application/json"})
             else:

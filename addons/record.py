@@ -57,6 +57,7 @@ class Record:
             cost: int | None = None
             if usage.total_tokens > 0:  # the provider billed it, even if the stream was cut
                 cost = cost_nano_usd(usage, plan.quote)
+                call.cost_nano_usd = cost  # the spend page shows it per call
                 await self.state.store.settle(
                     call.request_id, cost, usage, client=call.client, provider=call.provider,
                     priced_by_fallback=plan.quote.priced_by_fallback, duration_ms=int(call.duration_ms),

@@ -163,6 +163,10 @@ class LocalClient:
     def calls(self) -> list[dict[str, Any]]:
         return list(self._json("GET", f"{API_PREFIX}/calls").get("calls", []))
 
+    def page_link(self) -> dict[str, Any]:
+        """A one-time link to the spend page (`{"url": …}`, single use, valid for a minute)."""
+        return self._json("POST", f"{API_PREFIX}/page-link")
+
     def sync(self) -> dict[str, Any]:
         """Ask the agent to revalidate its bundle now."""
         return self._json("POST", f"{API_PREFIX}/sync")

@@ -1,24 +1,53 @@
 """Health probes and the local API, answered inside the gateway port.
 
-One sorted route table (tailscale's localapi idea): path → (auth required,
+One sorted route table (tailscale's localapi idea): path → (auth, methods,
 handler). Handlers are plain async functions of the state returning status and
-JSON, so tests call them without mitmproxy. Stability: `/healthz`, `/readyz`,
-`/startupz` and `/_governor/v1/*` are stable; anything else is not served.
+JSON, so tests call them without mitmproxy. Each route says who may call it:
+`auth="key"` (the local key, checked by addons/auth.py; every `/_governor/v1/*`
+route), `"none"` (probes), or `"cookie"` (the spend page, a browser page: its
+handler also gets the request's query and cookies, checks the page session
+itself and answers HTML or a redirect with an `Answer`). Stability: `/healthz`,
+`/readyz`, `/startupz`, `/_governor/` and `/_governor/v1/*` are stable; anything
+else is not served.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
+from agent import spendpage
 from agent.core.budget import budget_line
+from agent.pagesession import LINK_TTL_S, SESSION_TTL_S
 from agent.state import GatewayState
 
 API_PREFIX = "/_governor/v1/"
+PAGE_PATH = "/_governor/"
 Reply = tuple[int, dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class LocalRequest:
+    """What a cookie route's handler reads of its request (no mitmproxy type in this module)."""
+
+    query: Mapping[str, str] = field(default_factory=dict)
+    cookies: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A non-JSON answer (an HTML page, a redirect), sent as is."""
+
+    status: int
+    body: bytes
+    content_type: str = "text/html; charset=utf-8"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
 Handler = Callable[[GatewayState], Awaitable[Reply]]
+PageHandler = Callable[[GatewayState, LocalRequest], Awaitable[Answer]]
 MICRO = 1_000_000
 NANO = 1_000_000_000
 
@@ -133,22 +162,89 @@ async def sync(state: GatewayState) -> Reply:
     return 202, {"synced": True}
 
 
+async def page_link(state: GatewayState) -> Reply:
+    """A one-time link to the spend page (single use, valid LINK_TTL_S): the key never goes in a URL."""
+    token = state.page_sessions.new_link_token()
+    return 200, {"url": f"http://{state.settings.listen}{PAGE_PATH}?t={token}", "expires_in_s": LINK_TTL_S}
+
+
+# The page is read by a browser: never cached, never framed, never named in a Referer.
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": spendpage.CSP,
+}
+CHART_DAYS = (7, 31)  # the chart spans the longest budget window so far, within these bounds
+
+
+def session_cookie(state: GatewayState) -> str:
+    # Cookies are per host, not per port: two agents on one machine must not overwrite each other's.
+    return f"governor_session_{state.settings.listen.rpartition(':')[2]}"
+
+
+def chart_days(state: GatewayState, now: float) -> int:
+    starts = [budget_line(b, now).window_start for b in state.bundle.budgets]
+    days = max((int((now - start) // 86400) + 1 for start in starts), default=14)
+    return max(CHART_DAYS[0], min(CHART_DAYS[1], days))
+
+
+async def page(state: GatewayState, request: LocalRequest) -> Answer:
+    """The spend page: `?t=` trades a one-time token for the session cookie (303 to the bare page)."""
+    name, sessions = session_cookie(state), state.page_sessions
+    signed_in = sessions.valid(request.cookies.get(name))
+    token = request.query.get("t")
+    if token is not None:
+        session = sessions.redeem(token)
+        if session is None and not signed_in:
+            return Answer(401, spendpage.render_signin("This link has expired or was already used.").encode(), headers=PAGE_HEADERS)
+        headers = {**PAGE_HEADERS, "Location": PAGE_PATH}
+        if session is not None:
+            headers["Set-Cookie"] = f"{name}={session}; Path=/_governor; HttpOnly; SameSite=Strict; Max-Age={int(SESSION_TTL_S)}"
+        return Answer(303, b"", headers=headers)
+    if not signed_in:
+        return Answer(401, spendpage.render_signin("This page opens from a one-time link.").encode(), headers=PAGE_HEADERS)
+    now = time.time()
+    _, payload = await status(state)
+    days = await state.store.daily_totals(chart_days(state, now), now=now)
+    body = spendpage.render(
+        payload,
+        [c.to_json() for c in reversed(state.recent_calls)],
+        now=now,
+        days=[(day, cost / NANO, n) for day, cost, n in days],
+        refusals=list(reversed(state.refusals)),
+    )
+    return Answer(200, body.encode(), headers=PAGE_HEADERS)
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
-    handler: Handler
-    needs_key: bool
+    handler: Handler | PageHandler
+    auth: Literal["key", "cookie", "none"]
     methods: tuple[str, ...] = ("GET", "HEAD")
+
+    @property
+    def needs_key(self) -> bool:
+        return self.auth == "key"
+
+    async def call(self, state: GatewayState, request: LocalRequest) -> Reply | Answer:
+        if self.auth == "cookie":
+            return await self.handler(state, request)  # type: ignore[call-arg]
+        return await self.handler(state)  # type: ignore[call-arg]
 
 
 # Keep sorted (a test checks): one place lists everything the port answers itself.
 ROUTES: dict[str, Route] = {
-    "/": Route(root, needs_key=False),
-    "/_governor/v1/calls": Route(calls, needs_key=True),
-    "/_governor/v1/status": Route(status, needs_key=True),
-    "/_governor/v1/sync": Route(sync, needs_key=True, methods=("POST",)),
-    "/healthz": Route(healthz, needs_key=False),
-    "/readyz": Route(readyz, needs_key=False),
-    "/startupz": Route(startupz, needs_key=False),
+    "/": Route(root, auth="none"),
+    "/_governor/": Route(page, auth="cookie"),
+    "/_governor/v1/calls": Route(calls, auth="key"),
+    "/_governor/v1/page-link": Route(page_link, auth="key", methods=("POST",)),
+    "/_governor/v1/status": Route(status, auth="key"),
+    "/_governor/v1/sync": Route(sync, auth="key", methods=("POST",)),
+    "/healthz": Route(healthz, auth="none"),
+    "/readyz": Route(readyz, auth="none"),
+    "/startupz": Route(startupz, auth="none"),
 }
 
 

@@ -16,9 +16,11 @@ from agent.core.bundle import Bundle
 from agent.core.dialects import Provider
 from agent.core.upstream import Upstream
 from agent.core.usage import Usage
+from agent.pagesession import PageSessions
 from agent.store import Store
 
 RECENT_CALLS = 200
+RECENT_REFUSALS = 100
 
 
 @dataclass(slots=True)
@@ -35,10 +37,12 @@ class CallRecord:
     ttfb_ms: float | None
     duration_ms: float
     error: str | None = None
+    cost_nano_usd: int | None = None  # set when the call settles (None: not priced yet, or nothing billed)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["usage"] = asdict(self.usage)
+        data["cost_usd"] = None if self.cost_nano_usd is None else self.cost_nano_usd / 1e9
         return data
 
 
@@ -61,6 +65,8 @@ class GatewayState:
     bundle_source: str = "default"
     bundle_loaded_at: float | None = None
     last_refusal: dict[str, Any] | None = None
+    refusals: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_REFUSALS))
+    page_sessions: PageSessions = field(default_factory=PageSessions)  # the spend page's links and cookies
     # When the control plane last confirmed the bundle (None: a file, never stale).
     bundle_validated_at: float | None = None
     # The org key's refusal learnt from the control plane (virtual_key_revoked, …).
@@ -74,6 +80,7 @@ class GatewayState:
 
     def note_refusal(self, code: str, message: str, client: str, model: str | None) -> None:
         self.last_refusal = {"at": time.time(), "code": code, "message": message, "client": client, "model": model}
+        self.refusals.append(self.last_refusal)
 
     @property
     def uptime_s(self) -> float:

@@ -273,7 +273,7 @@ class TrayApp:
     def do_open_spend_page(self, _: str | None) -> None:
         from agent import spendpage
 
-        spendpage.write_and_open(self.local, self.data_dir)
+        spendpage.open_in_browser(self.local)
 
     def do_open_dashboard(self, _: str | None) -> None:
         url = ((self.status or {}).get("control_plane") or {}).get("dashboard_url")

@@ -7,6 +7,7 @@ import time
 
 from mitmproxy import http
 
+from addons.intercept import uses_client_credential
 from addons.respond import context, reply_error
 from agent import localapi
 from agent.core.errors import MISSING_KEY, WRONG_KEY, GatewayError
@@ -47,6 +48,10 @@ class Auth:
         route = localapi.lookup(flow.request.path.split("?", 1)[0])
         if (route is not None and not route.needs_key) or (route is None and ctx.endpoint is None):
             return  # public probes, and unknown paths (answered 404)
+        if ctx.endpoint is not None and uses_client_credential(flow, self.state, ctx.endpoint.provider):
+            ctx.authenticated = True  # passthrough: the client's own provider key goes upstream (docs/routing.md)
+            self._check_org_key(flow)
+            return
         key = presented_key(flow.request)
         if key is None:
             reply_error(flow, self.state.version, MISSING_KEY)

@@ -7,6 +7,9 @@ import logging
 
 from mitmproxy import http
 
+from addons.intercept import ENDPOINT as INTERCEPT_ENDPOINT
+from addons.intercept import MARK as INTERCEPT_MARK
+from addons.intercept import TUNNEL as INTERCEPT_TUNNEL
 from addons.respond import context, reply, reply_error, reply_json
 from agent import localapi
 from agent.core.access import host_allowed, is_loopback_peer, origin_allowed
@@ -26,17 +29,22 @@ class Guard:
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         request = flow.request
+        proxied = flow.metadata.get(INTERCEPT_MARK)  # set by addons/intercept.py on the HTTPS_PROXY listener
+        if proxied == INTERCEPT_TUNNEL:
+            return  # not an LLM call: forwarded untouched, never governed
         ctx = RequestContext(ids=start_trace(request.headers.get("traceparent")))
         flow.metadata[METADATA_KEY] = ctx
         ctx.client = client_name(request.headers.get("user-agent"))
         path = request.path.split("?", 1)[0]
-        ctx.endpoint = classify(request.method, path, request.headers, query_key="key" in request.query)
+        ctx.endpoint = flow.metadata.get(INTERCEPT_ENDPOINT) or classify(
+            request.method, path, request.headers, query_key="key" in request.query
+        )
         version = self.state.version
 
         peer = flow.client_conn.peername[0] if flow.client_conn.peername else ""
         if not is_loopback_peer(peer):
             reply_error(flow, version, GatewayError("forbidden_host", "only this machine may use the gateway"))
-        elif not host_allowed(request.host_header):
+        elif proxied is None and not host_allowed(request.host_header):
             log.warning("refused_host host=%r request_id=%s", request.host_header, ctx.ids.request_id)
             reply_error(
                 flow,

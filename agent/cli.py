@@ -96,6 +96,8 @@ def cmd_setup(settings: Settings, args: argparse.Namespace) -> int:
     from agent import client as api
     from agent import secrets, toolsetup, wrappers
 
+    if args.proxy:
+        return cmd_setup_proxy(settings, args)
     base_url = api.base_url_for(settings.listen)
     if args.tool == "cursor":
         configured = settings.local_key.get_secret_value() if settings.local_key else None
@@ -119,6 +121,43 @@ def cmd_setup(settings: Settings, args: argparse.Namespace) -> int:
         print(line)
     if changes and not args.undo:
         print(f"open a new shell (or `source` your rc file), then run `{args.tool}` as usual")
+    return 0
+
+
+def cmd_setup_proxy(settings: Settings, args: argparse.Namespace) -> int:
+    """`governor setup --proxy <tool>`: HTTPS_PROXY and the CA variables for that one tool (agent/pac.py)."""
+    import os
+    from pathlib import Path
+
+    from agent import pac, toolsetup, trustca
+
+    files = trustca.ensure_ca(settings.data_dir)
+    try:
+        changes = pac.setup_proxy(
+            args.tool, Path.home(), dict(os.environ), f"http://{settings.intercept_listen}", files, undo=args.undo
+        )
+    except toolsetup.SetupError as exc:
+        print(f"governor: {exc}", file=sys.stderr)
+        return 2
+    for line in changes or ["nothing to change"]:
+        print(line)
+    if not args.undo and not settings.intercept_enabled:
+        print("note: intercept mode is off; enable it (intercept_enabled = true) and restart the agent")
+    return 0
+
+
+def cmd_trust_ca(settings: Settings, args: argparse.Namespace) -> int:
+    from agent import trustca
+
+    return trustca.trust_ca(settings.data_dir, undo=args.undo)
+
+
+def cmd_pac(settings: Settings, args: argparse.Namespace) -> int:
+    from agent import pac
+    from agent.core.routing import INTERCEPT_HOSTS
+
+    print(pac.pac(settings.intercept_listen, [*INTERCEPT_HOSTS, *settings.intercept_hosts]), end="")
+    print(f"// also served at http://{settings.intercept_listen}/proxy.pac while intercept mode is on", file=sys.stderr)
     return 0
 
 
@@ -183,7 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     setup = sub.add_parser("setup", help="point a tool at the agent persistently (shell rc / tool config)")
     setup.add_argument("tool", choices=TOOL_NAMES)
     setup.add_argument("--undo", action="store_true", help="restore the files setup changed")
+    setup.add_argument(
+        "--proxy", action="store_true", help="use the tool through the HTTPS_PROXY listener (intercept mode) instead"
+    )
     setup.set_defaults(func=cmd_setup)
+    trust = sub.add_parser("trust-ca", help="install this machine's intercept CA in the OS trust stores")
+    trust.add_argument("--undo", action="store_true", help="remove it again")
+    trust.set_defaults(func=cmd_trust_ca)
+    sub.add_parser("pac", help="print the proxy auto-config (PAC) file for intercept mode").set_defaults(func=cmd_pac)
     sub.add_parser("tray", help="run the system-tray icon").set_defaults(func=cmd_tray)
     login_cmd = sub.add_parser(
         "login",

@@ -32,7 +32,7 @@ log = logging.getLogger("governor.config")
 
 APP_NAME = "governor"
 SECRET_FIELDS = frozenset(
-    {"local_key", "anthropic_api_key", "openai_api_key", "gemini_api_key"}
+    {"local_key", "anthropic_api_key", "openai_api_key", "gemini_api_key", "azure_openai_api_key"}
 )
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 # Per-user by nature, so never taken from machine-wide managed settings.
@@ -115,6 +115,24 @@ class Settings(BaseSettings):
     allowed_origins: list[str] = Field(default_factory=list)
     upstream_timeout_s: float = 600.0
 
+    # Routing (docs/routing.md): how each provider's calls leave the laptop.
+    upstream_mode: str = "direct"  # direct | gateway | passthrough, for every provider
+    upstream_modes: dict[str, str] = Field(default_factory=dict)  # per provider, e.g. {"anthropic": "gateway"}
+    gateway_url: str | None = None  # the org's AI gateway (mode `gateway`, with the personal VK)
+    azure_openai_base_url: str | None = None  # a fallback for OpenAI calls, e.g. https://res.openai.azure.com/openai
+    azure_openai_api_key: SecretStr | None = None
+    azure_openai_api_version: str | None = None  # appended as ?api-version= when set
+    upstream_connect_timeout_s: float = 10.0
+    circuit_threshold: int = 5  # failures (5xx, timeout, network) within the window that open the circuit
+    circuit_window_s: float = 60.0
+    circuit_cooldown_s: float = 30.0
+    # Intercept mode (`intercept_enabled`): the HTTPS_PROXY listener and what it decrypts.
+    intercept_listen: str = "127.0.0.1:8788"
+    intercept_hosts: list[str] = Field(default_factory=list)  # decrypted besides the built-in LLM hosts
+    upstream_ca_file: Path | None = None  # extra CAs trusted for upstream TLS (a corporate TLS proxy)
+    # host -> ip:port, like curl --resolve (split-horizon DNS, tests).
+    resolve: dict[str, str] = Field(default_factory=dict)
+
     # SIGTERM: readiness goes 503, wait `drain_pre_wait_s`, then give in-flight
     # requests (streams included) up to `drain_timeout_s` to finish.
     drain_pre_wait_s: float = 1.0
@@ -158,6 +176,15 @@ class Settings(BaseSettings):
                 f"refusing to listen on {host}: the gateway serves this laptop only (use 127.0.0.1)"
             )
         return value
+
+    @field_validator("intercept_listen")
+    @classmethod
+    def _intercept_loopback_only(cls, value: str) -> str:
+        return cls._loopback_only(value)
+
+    @property
+    def intercept_port(self) -> int:
+        return int(self.intercept_listen.rpartition(":")[2])
 
     @property
     def listen_host(self) -> str:

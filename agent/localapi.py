@@ -149,6 +149,10 @@ async def status(state: GatewayState) -> Reply:
         "control_plane": state.control_plane.to_json() if state.control_plane else None,
         "key_state": state.revoked_code or "active",
         "managed": state.settings.managed_keys(),
+        # Upstream modes per provider, the upstreams known, open circuits (docs/routing.md).
+        "routing": state.routing.to_json(time.monotonic(), state.bundle.model_extra.get("upstream_modes"))
+        if state.routing
+        else None,
     }
 
 

@@ -8,6 +8,7 @@ import logging
 import time
 
 from agent import login
+from agent.config import Settings
 from agent.core.bundle import Bundle
 from agent.export import Exporter, agent_instance_id
 from agent.state import GatewayState
@@ -16,11 +17,11 @@ from agent.sync import BundleSync
 log = logging.getLogger("governor.orgsync")
 
 
-def control_plane_url(state: GatewayState) -> str | None:
+def control_plane_url(settings: Settings) -> str | None:
     """Configured (or managed) URL first; else the one `governor login` used."""
-    if state.settings.control_plane_url:
-        return state.settings.control_plane_url
-    account = login.load_account(state.settings.data_dir)
+    if settings.control_plane_url:
+        return settings.control_plane_url
+    account = login.load_account(settings.data_dir)
     return account.control_plane_url if account else None
 
 
@@ -75,6 +76,7 @@ class OrgConnection:
 
     async def run(self, stop: asyncio.Event) -> None:
         self.state.control_plane = self
+        await self._read_vk()  # before the exporter's first batch, which would otherwise go out without it (401)
         await asyncio.gather(self.sync.run(stop), self.exporter.run(stop))
 
     def to_json(self) -> dict[str, object]:

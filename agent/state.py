@@ -72,6 +72,7 @@ class GatewayState:
     # The org key's refusal learnt from the control plane (virtual_key_revoked, …).
     revoked_code: str | None = None
     control_plane: Any = None  # the OrgConnection when connected
+    routing: Any = None  # the Router (agent/core/routing.py): modes, upstreams, circuit breaker
 
     def set_bundle(self, bundle: Bundle, source: str, loaded_at: float | None = None) -> None:
         self.bundle = bundle

@@ -270,8 +270,11 @@ class ReservationNotFound(LookupError):
 class Store:
     """`Store.open(path)` once per process; `await` its methods from the event loop."""
 
-    def __init__(self, path: Path, *, stale_after_s: float = 3600.0) -> None:
+    def __init__(self, path: Path, *, stale_after_s: float = 3600.0, spend_outbox: bool = True) -> None:
         self.path = Path(path)
+        # Spend commands are only worth writing when a control plane will read them:
+        # a standalone agent keeps its ledger and history, and no outbox of them.
+        self.spend_outbox = spend_outbox
         self.boot_id = uuid.uuid4().hex  # this process's life, recorded on each reservation
         self.pid = os.getpid()
         self.host_boot_id = _host_boot_id()
@@ -283,9 +286,9 @@ class Store:
         self._reader_lock = threading.Lock()
 
     @classmethod
-    def open(cls, path: Path | str, *, stale_after_s: float = 3600.0) -> Store:
+    def open(cls, path: Path | str, *, stale_after_s: float = 3600.0, spend_outbox: bool = True) -> Store:
         """Create the directory (0700) and file (0600), migrate, start the writer thread."""
-        store = cls(Path(path), stale_after_s=stale_after_s)
+        store = cls(Path(path), stale_after_s=stale_after_s, spend_outbox=spend_outbox)
         _prepare_files(store.path)
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         store._writer = threading.Thread(target=store._write_loop, args=(ready,), name="governor-store-writer", daemon=True)
@@ -308,6 +311,7 @@ class Store:
     def _write_loop(self, ready: concurrent.futures.Future[None]) -> None:
         try:
             db = sqlite_utils.Database(_connect(self.path))
+            db.spend_outbox = self.spend_outbox  # type: ignore[attr-defined]  # read by _enqueue_spend
             db.execute("PRAGMA journal_mode=WAL")
             migrate(db)
         except BaseException as e:  # noqa: BLE001 - handed to the opener, which re-raises
@@ -793,6 +797,8 @@ def _enqueue_spend(
     ledger_nano: int = 0,
     ledger_windows: list[Any] | None = None,
 ) -> None:
+    if not getattr(db, "spend_outbox", True):
+        return
     record = {"command": command, "payload": payload}
     db.execute(
         """INSERT INTO outbox (kind, idempotency_key, payload, created_at, next_attempt_at, ledger_nano, ledger_windows)

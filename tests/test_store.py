@@ -371,3 +371,18 @@ def test_outbox_cap_drops_the_oldest_and_counts_them(tmp_path):
         assert kept == [f"span:{i:03}" for i in range(dropped, 50)]  # the newest survive
     finally:
         store.close()
+
+
+def test_a_standalone_store_keeps_no_spend_outbox(tmp_path):
+
+    store = Store.open(tmp_path / "standalone.db", spend_outbox=False)
+    try:
+        async def scenario() -> dict[str, int]:
+            await store.admit("req_a", [], 1000)
+            await store.settle("req_a", 800, Usage(input_tokens=5, output_tokens=5))
+            return await store.outbox_counts()
+
+        assert asyncio.run(scenario()) == {}
+        assert asyncio.run(store.daily_spend()).total.requests == 1  # the history is still kept
+    finally:
+        store.close()

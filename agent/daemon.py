@@ -21,18 +21,23 @@ from mitmproxy.proxy.layers.http import _http1
 from addons.auth import Auth
 from addons.budget import Budget
 from addons.guard import Guard
+from addons.intercept import Intercept
 from addons.meter import Meter
 from addons.parse import Parse
 from addons.policy import Policy
 from addons.record import Record
-from addons.route import Route
+from addons.route import Route, initial_credentials
 from agent import maintenance, secrets
+from agent.forwarder import Forwarder, azure_key, build_router
+from agent.pac import pac
+from agent.trustca import ensure_ca, system_bundle
 from agent.bundlefile import BundleFile
 from agent.config import Settings
 from agent.orgsync import OrgConnection, control_plane_url
 from agent.core.bundle import Bundle, BundleError, parse_bundle
 from agent.core.dialects import Dialect, Provider
 from agent.core.errors import GatewayError, render
+from agent.core.routing import INTERCEPT_HOSTS
 from agent.core.tracing import start_trace
 from agent.core.upstream import Upstream
 from agent.state import GatewayState
@@ -78,6 +83,7 @@ def build_state(settings: Settings, store: Store) -> GatewayState:
         upstreams=upstreams,
         provider_keys=keys,
         store=store,
+        routing=build_router(settings),
     )
 
 
@@ -141,11 +147,24 @@ class Lifecycle:
 
 def make_options(settings: Settings) -> options.Options:
     # The reverse target is a placeholder: Route rewrites every forwarded flow.
+    modes = [f"reverse:http://127.0.0.1:9@{settings.listen_port}"]
+    if settings.intercept_enabled:  # the HTTPS_PROXY listener (addons/intercept.py)
+        modes.append(f"regular@{settings.intercept_listen}")
     return options.Options(
-        mode=[f"reverse:http://127.0.0.1:9@{settings.listen_port}"],
+        mode=modes,
         listen_host=settings.listen_host,
+        # Holds the per-machine CA (agent/trustca.py) that intercept mode signs with.
         confdir=str(settings.data_dir / "mitmproxy"),
     )
+
+
+def upstream_ca_options(settings: Settings) -> dict[str, str]:
+    """mitmproxy verifies upstreams against one file only: the system's CAs plus the configured extra."""
+    if settings.upstream_ca_file is None:
+        return {}
+    combined = settings.data_dir / "mitmproxy" / "upstream-ca.pem"
+    combined.write_bytes(system_bundle().read_bytes().rstrip(b"\n") + b"\n" + settings.upstream_ca_file.read_bytes())
+    return {"ssl_verify_upstream_trusted_ca": str(combined)}
 
 
 async def serve(settings: Settings) -> None:
@@ -161,6 +180,9 @@ async def serve(settings: Settings) -> None:
 async def _serve(settings: Settings, store: Store) -> None:
     state = build_state(settings, store)
     bundle_file = await restore_governance(state)
+    ensure_ca(settings.data_dir)  # before mitmproxy would make its own
+    forwarder = Forwarder(settings, state.routing.breaker)
+    await forwarder.start()
     master = Master(make_options(settings))
     master.addons.add(
         core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), tlsconfig.TlsConfig(), errorcheck.ErrorCheck()
@@ -172,16 +194,20 @@ async def _serve(settings: Settings, store: Store) -> None:
         # Keep the client's Host so Guard can refuse DNS-rebinding names; Route
         # sets the upstream's when it rewrites the destination.
         keep_host_header=True,
+        **upstream_ca_options(settings),
     )
     lifecycle = Lifecycle(state, master)
+    hosts = [*INTERCEPT_HOSTS, *settings.intercept_hosts]
+    proxy_pac = pac(settings.intercept_listen, hosts).encode()
     master.addons.add(
         lifecycle,
+        Intercept(state, hosts, proxy_pac, settings.resolve),
         Guard(state),
         Auth(state),
         Parse(state),
         Policy(state),
         Budget(state),
-        Route(state),
+        Route(state, forwarder, initial_credentials(state, azure_key(settings))),
         Meter(state),
         Record(state),
     )
@@ -205,4 +231,5 @@ async def _serve(settings: Settings, store: Store) -> None:
         await asyncio.wait(background, timeout=6)
         for task in background:
             task.cancel()
+        await forwarder.close()
     log.info("gateway_stopped")

@@ -19,7 +19,33 @@ TOOL_NAMES = ("aider", "claude", "codex", "cursor", "gemini", "opencode")
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from agent.daemon import serve  # the only import of mitmproxy
 
+    logs.add_file()  # besides stderr: what `governor logs` and the tray's "Open logs" read
     asyncio.run(serve(settings))
+    return 0
+
+
+LEVEL_COLOURS = {" WARNING ": "\033[33m", " ERROR ": "\033[31m", " CRITICAL ": "\033[31m"}
+
+
+def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
+    path = logs.log_path()
+    if not path.exists() and not args.follow:
+        print(f"governor: no agent log yet at {path}; `governor run` writes it (GOVERNOR_LOG_DIR moves it)", file=sys.stderr)
+        return 1
+    colour = sys.stdout.isatty() and "NO_COLOR" not in __import__("os").environ
+
+    def show(line: str) -> None:
+        tint = next((c for level, c in LEVEL_COLOURS.items() if level in line[:40]), None) if colour else None
+        print(f"{tint}{line}\033[0m" if tint else line, flush=True)
+
+    for line in logs.tail(path, args.lines):
+        show(line)
+    if args.follow:
+        try:
+            for line in logs.follow(path):
+                show(line)
+        except KeyboardInterrupt:
+            pass
     return 0
 
 
@@ -206,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the agent in the foreground").set_defaults(func=cmd_run)
     sub.add_parser("key", help="print the local key coding tools use").set_defaults(func=cmd_key)
+    logs_cmd = sub.add_parser("logs", help="print the agent's log (its file in the user log dir)")
+    logs_cmd.add_argument("-f", "--follow", action="store_true", help="keep printing new lines as the agent writes them")
+    logs_cmd.add_argument("-n", "--lines", type=int, default=50, metavar="N", help="how many of the last lines (default 50)")
+    logs_cmd.set_defaults(func=cmd_logs)
     secret = sub.add_parser("secret", help="store or delete a provider key in the OS keychain")
     secret.add_argument("action", choices=["set", "delete"])
     secret.add_argument("name", help="anthropic_api_key, openai_api_key, gemini_api_key or local_key")

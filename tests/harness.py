@@ -33,6 +33,7 @@ class AgentProcess:
             "GOVERNOR_DATA_DIR": str(data_dir),
             "GOVERNOR_LOCAL_KEY": LOCAL_KEY,
             "GOVERNOR_CONFIG": str(data_dir / "config.toml"),
+            "GOVERNOR_LOG_DIR": str(data_dir / "logs"),  # the agent's own log file (stdout/stderr go to log_path)
             "GOVERNOR_DRAIN_PRE_WAIT_S": "0.2",
         }
         if upstream:

@@ -290,7 +290,9 @@ class TrayApp:
         self._wake.set()
 
     def do_open_logs(self, _: str | None) -> None:
-        open_path(self.data_dir / "agent.log")
+        from agent import logs
+
+        open_path(logs.log_path())  # the file `governor run` writes (GOVERNOR_LOG_DIR, else the user log dir)
 
     def do_quit(self, _: str | None) -> None:
         self._stop.set()

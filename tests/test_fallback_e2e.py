@@ -256,3 +256,43 @@ def test_429_does_not_open_the_circuit(tmp_path, primary, backup):
         assert len(primary.exchanges) == 2 and status(agent)["circuits"] == {}
     finally:
         agent.kill()
+
+
+# -- upstream modes -------------------------------------------------------------------------
+
+
+def test_gateway_and_passthrough_modes(tmp_path, primary, backup):
+    agent = start(
+        tmp_path, "modes", [], upstream=primary.base_url,
+        env={
+            "GOVERNOR_UPSTREAM_MODE": "gateway", "GOVERNOR_GATEWAY_URL": backup.base_url,
+            "GOVERNOR_UPSTREAM_MODES": json.dumps({"anthropic": "passthrough"}),
+        },
+    )  # fmt: skip
+    try:
+        # gateway: the org gateway with the personal VK, on the dialect's own path
+        r = httpx.post(agent.base_url + "/v1/chat/completions", headers=AUTH, json=CHAT, timeout=10)
+        assert r.status_code == 200 and backup.last.path == "/v1/chat/completions"
+        assert backup.last.credential == VK and primary.exchanges == []
+        # passthrough: the client's own key, untouched, no local key needed; still metered
+        r = httpx.post(agent.base_url + "/v1/messages", headers={"x-api-key": "sk-ant-own"}, json=MESSAGES, timeout=10)
+        assert r.status_code == 200 and primary.last.credential == "sk-ant-own"
+        assert call_record(agent, r.headers["x-langwatch-request-id"])["usage"]["output_tokens"] > 0
+        # …and the local key is never forwarded in its place
+        r = httpx.post(agent.base_url + "/v1/messages", headers=AUTH, json=MESSAGES, timeout=10)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+        assert len(primary.exchanges) == 1
+        assert status(agent)["modes"] == {"anthropic": "passthrough", "gemini": "gateway", "openai": "gateway"}
+    finally:
+        agent.kill()
+
+
+def test_gateway_mode_without_a_login_says_so(tmp_path, primary):
+    data_dir = tmp_path / "nologin"
+    agent = AgentProcess(data_dir, upstream=primary.base_url, env={"GOVERNOR_UPSTREAM_MODE": "gateway", "GOVERNOR_GATEWAY_URL": primary.base_url}).start()
+    try:
+        r = httpx.post(agent.base_url + "/v1/chat/completions", headers=AUTH, json=CHAT, timeout=10)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "no_provider_configured"
+        assert "governor login" in r.json()["error"]["message"] and primary.exchanges == []
+    finally:
+        agent.kill()

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import email.utils
 import os
+import re
+import shutil
 import socket
 import stat
 import time
@@ -272,6 +274,114 @@ def check_clock(f: Findings, now: Callable[[], float] = time.time) -> Iterator[R
         yield Result("clock", OK, f"within {abs(skew):.0f}s of the upstream")
 
 
+def check_control_plane(f: Findings) -> Iterator[Result]:
+    """Configured or logged-in control plane: reachable, and this laptop's key accepted by it."""
+    if f.settings is None:
+        return
+    from agent import login
+
+    data_dir = Path(f.settings.data_dir)
+    account = login.load_account(data_dir)
+    url = (f.settings.control_plane_url or (account.control_plane_url if account else "") or "").rstrip("/")
+    if not url:
+        yield Result("control plane", SKIP, "standalone: no control plane configured, not logged in")
+        return
+    if account is None or account.control_plane_url.rstrip("/") != url:
+        yield Result("control plane", FAIL, f"{url} is configured, but this laptop is not logged in to it", "governor login")
+        return
+    vk = login.personal_vk(data_dir)
+    if not vk:
+        yield Result("control plane", FAIL, "logged in, but this laptop's key is missing from the keychain", "governor login")
+        return
+    try:
+        response = httpx.get(
+            url + "/api/agent/v1/bundle",
+            headers={"Authorization": f"Bearer {vk}", "User-Agent": login.USER_AGENT},
+            timeout=UPSTREAM_TIMEOUT_S,
+        )
+    except httpx.HTTPError as exc:
+        yield Result(
+            "control plane",
+            FAIL,
+            f"{url} unreachable ({type(exc).__name__})",
+            "check the network or proxy (or GOVERNOR_CONTROL_PLANE_URL), then run `governor doctor` again",
+        )
+        return
+    who = account.user.get("email") or account.user.get("name") or "?"
+    org = account.organization.get("name") or account.organization.get("id") or "?"
+    if response.status_code in (200, 304):
+        yield Result("control plane", OK, f"{url} reachable; logged in as {who} ({org})")
+    elif response.status_code in (401, 403):
+        try:
+            code = str(response.json()["error"]["code"])
+        except (ValueError, KeyError, TypeError):
+            code = f"HTTP {response.status_code}"
+        yield Result("control plane", FAIL, f"{url} refused this laptop's key ({code})", "governor login")
+    else:
+        yield Result(
+            "control plane", FAIL, f"{url} answered HTTP {response.status_code}", "retry in a minute; if it persists, tell your admin"
+        )
+
+
+# What `governor setup <tool>` points at the agent, by the variable a shell would carry.
+TOOL_URL_VARIABLES = {"aider": "OPENAI_API_BASE", "claude": "ANTHROPIC_BASE_URL", "gemini": "GOOGLE_GEMINI_BASE_URL"}
+
+
+def _setup_context(f: Findings, tool: str) -> Any:
+    from agent import toolsetup
+
+    env = dict(os.environ)
+    ctx = toolsetup.Context(
+        home=Path.home(), env=env, data_dir=Path(f.settings.data_dir), base_url=api.base_url_for(f.settings.listen),
+        governor=toolsetup.governor_command(),
+    )
+    # The rc lines name the `governor` that ran setup: compare against that one, not against this process's.
+    rc = toolsetup.rc_edit(ctx, tool, {})
+    try:
+        named = re.search(r'"\$\((.+?) key\)"', rc.path.read_text())
+    except OSError:
+        named = None
+    return toolsetup.Context(ctx.home, env, ctx.data_dir, ctx.base_url, named.group(1)) if named else ctx
+
+
+def _check_tool(f: Findings, tool: str) -> Result:
+    from agent import toolsetup
+
+    ctx = _setup_context(f, tool)
+    name, fix = f"{tool} configuration", f"governor setup {tool}"
+    manifest = toolsetup.manifest_path(ctx, tool)
+    variable = TOOL_URL_VARIABLES.get(tool)
+    current = ctx.env.get(variable, "") if variable else ""
+    if not manifest.exists():
+        if current and not current.startswith(ctx.base_url):
+            return Result(name, FAIL, f"{variable}={current} in this shell: {tool} goes around the agent", fix)
+        return Result(name, WARN, f"not set up: start it as `governor {tool}`, or point it at the agent for good", fix)
+    try:
+        drifted = toolsetup.pending(tool, ctx)
+        if drifted:
+            return Result(name, FAIL, f"set up, but {drifted[0]} no longer points at the agent at {ctx.base_url}", fix)
+    except (toolsetup.SetupError, ValueError) as exc:
+        return Result(name, FAIL, str(exc), f"fix the file by hand, then `{fix}`")
+    if current and not current.startswith(ctx.base_url):
+        rc = toolsetup.rc_edit(ctx, tool, {}).path
+        return Result(name, FAIL, f"set up, but this shell still has {variable}={current}", f"source {rc}   (or open a new shell)")
+    return Result(name, OK, f"points at the agent at {ctx.base_url}")
+
+
+def check_tools(f: Findings) -> Iterator[Result]:
+    """Each installed coding CLI: set up by `governor setup`, and still pointing at this agent."""
+    if f.settings is None:
+        return
+    from agent import toolsetup
+
+    installed = [t for t in toolsetup.SETUP_TOOLS if t != "cursor" and shutil.which(t)]
+    if not installed:
+        yield Result("coding tools", SKIP, "none of claude, codex, gemini, opencode, aider found on PATH")
+        return
+    for tool in installed:
+        yield _check_tool(f, tool)
+
+
 CHECKS: list[Check] = [
     check_config,
     check_agent_running,
@@ -279,7 +389,9 @@ CHECKS: list[Check] = [
     check_key,
     check_credentials,
     check_upstreams,
+    check_control_plane,
     check_bundle,
+    check_tools,
     check_keychain,
     check_data_dir,
     check_clock,

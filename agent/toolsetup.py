@@ -287,6 +287,12 @@ def setup(tool: str, ctx: Context) -> list[str]:
     return changed
 
 
+def pending(tool: str, ctx: Context) -> list[Path]:
+    """The files `setup` would still change ([]: set up, and pointing at `ctx.base_url`). Reads only."""
+    originals = dict(_load_manifest(ctx, tool)["originals"])  # a copy: apply() records into it
+    return [edit.path for edit in edits_for(tool, ctx, originals) if edit.apply(_read(edit.path)) != _read(edit.path)]
+
+
 def undo(tool: str, ctx: Context) -> list[str]:
     manifest = _load_manifest(ctx, tool)
     edits = edits_for(tool, ctx, manifest["originals"])

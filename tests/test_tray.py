@@ -201,3 +201,21 @@ def test_free_port_means_not_running_for_the_client() -> None:
     with api.LocalClient(f"http://127.0.0.1:{free_port()}", "k") as local:
         with pytest.raises(api.AgentNotRunning, match="not running"):
             local.status()
+
+
+def test_open_spend_page_and_open_logs(agent: AgentProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+
+    from agent import logs
+
+    opened: list[str] = []
+    monkeypatch.setattr(tray.webbrowser, "open", lambda url: opened.append(url) or True)
+    monkeypatch.setattr(tray, "open_path", lambda path: opened.append(str(path)))
+    monkeypatch.setenv("GOVERNOR_LOG_DIR", str(tmp_path / "logs"))
+    app, _ = make_app(agent.base_url, tmp_path)
+    app.poll_once()
+    app.click("open_spend_page").result(10)
+    assert opened[0].startswith(agent.base_url + "/_governor/?t=")  # a one-time link, not the key
+    assert LOCAL_KEY not in opened[0] and httpx.get(opened[0]).status_code == 303
+    app.click("open_logs").result(10)
+    assert opened[1] == str(logs.log_path()) == str(tmp_path / "logs" / logs.LOG_FILE)

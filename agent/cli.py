@@ -18,9 +18,14 @@ TOOL_NAMES = ("aider", "claude", "codex", "cursor", "gemini", "opencode")
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from agent.daemon import serve  # the only import of mitmproxy
+    from agent.store import StoreInUse
 
     logs.add_file()  # besides stderr: what `governor logs` and the tray's "Open logs" read
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except StoreInUse as exc:
+        print(f"governor: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -150,3 +150,17 @@ def test_no_key_in_the_log_and_private_state_files(governed, fake):
     assert stat.S_IMODE(os.stat(data).st_mode) == 0o700
     for name in ("governor.db", "governor.db-wal", "mitmproxy/mitmproxy-ca.pem"):
         assert stat.S_IMODE(os.stat(data / name).st_mode) == 0o600, name
+
+
+def test_a_second_agent_on_the_same_data_dir_is_refused(governed):
+    import os
+    import subprocess
+    import sys
+
+    from tests.harness import free_port
+
+    env = {**governed.env, "GOVERNOR_LISTEN": f"127.0.0.1:{free_port()}"}
+    done = subprocess.run([sys.executable, "-m", "agent.cli", "run"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "another Governor agent is using" in done.stderr and "Traceback" not in done.stderr
+    assert os.environ.get("GOVERNOR_DATA_DIR") != env["GOVERNOR_DATA_DIR"]  # it really was the same dir as `governed`

@@ -17,6 +17,9 @@ TOOL_NAMES = ("aider", "claude", "codex", "cursor", "gemini", "opencode")
 
 
 def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from agent.mitmlean import skip_default_addons
+
+    skip_default_addons()  # before the daemon imports mitmproxy's addons
     from agent.daemon import serve  # the only import of mitmproxy
     from agent.store import StoreInUse
 

@@ -22,6 +22,7 @@ OPENAI_TOOL = {"type": "function", "function": {"name": "get_weather", "paramete
 def assert_passed_through(fake: FakeProvider, transport: Recorder, agent: AgentProcess) -> dict:
     """Bytes equal, upstream saw its own key, and the recorded usage is the provider's."""
     ex = fake.generate_exchanges()[-1]
+    assert ex.done.wait(5)  # the client can hold the whole answer before the fake marks it written
     assert ex.complete
     assert transport.last == bytes(ex.sent)
     assert ex.credential is not None and ex.credential.startswith("sk-upstream-")
@@ -117,6 +118,7 @@ def test_openai_chat_stream_without_include_usage_is_still_metered(governed, fak
     chunks = list(client.chat.completions.create(model="gpt-5.5", messages=[{"role": "user", "content": "say hi"}], stream=True))
     # The upstream was asked for usage…
     ex = fake.generate_exchanges()[-1]
+    assert ex.done.wait(5)
     assert ex.body["stream_options"] == {"include_usage": True}
     # …but the client sees exactly what it would have without it: no usage chunk, no usage member.
     assert all(c.usage is None and c.choices for c in chunks)

@@ -9,7 +9,7 @@ import time
 
 from mitmproxy import http
 
-from addons.respond import context, reply_error
+from addons.respond import pending_call, reply_error
 from agent.core.admission import client_metadata, plan_admission
 from agent.core.budget import WARNING_HEADER
 from agent.core.dialects import Operation
@@ -23,8 +23,8 @@ class Budget:
         self.state = state
 
     async def request(self, flow: http.HTTPFlow) -> None:
-        ctx = context(flow)
-        if flow.response is not None or ctx is None or ctx.body is None or ctx.endpoint is None or ctx.model is None:
+        ctx = pending_call(flow)
+        if ctx is None or ctx.body is None or ctx.endpoint is None or ctx.model is None:
             return
         if ctx.endpoint.operation is not Operation.GENERATE:
             return

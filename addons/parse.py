@@ -9,10 +9,10 @@ import json
 
 from mitmproxy import http
 
-from addons.respond import context, reply_error
+from addons.respond import pending_call, reply_error
+from agent.core.chat_usage import inject_stream_usage
 from agent.core.dialects import Dialect, Operation
 from agent.core.errors import GatewayError
-from agent.core.chat_usage import inject_stream_usage
 from agent.state import GatewayState
 
 
@@ -21,8 +21,8 @@ class Parse:
         self.state = state
 
     def request(self, flow: http.HTTPFlow) -> None:
-        ctx = context(flow)
-        if flow.response is not None or ctx is None or ctx.endpoint is None or not ctx.authenticated:
+        ctx = pending_call(flow)
+        if ctx is None:
             return
         endpoint = ctx.endpoint
         if endpoint.operation is Operation.LIST_MODELS:

@@ -7,7 +7,7 @@ import logging
 
 from mitmproxy import http
 
-from addons.respond import context, reply_error
+from addons.respond import pending_call, reply_error
 from agent.core.dialects import Operation
 from agent.core.errors import GatewayError
 from agent.core.policy import evaluate_request, tool_denier
@@ -22,8 +22,8 @@ class Policy:
         self.state = state
 
     def request(self, flow: http.HTTPFlow) -> None:
-        ctx = context(flow)
-        if flow.response is not None or ctx is None or ctx.body is None or ctx.endpoint is None:
+        ctx = pending_call(flow)
+        if ctx is None or ctx.body is None or ctx.endpoint is None:
             return
         bundle = self.state.bundle
         dialect = ctx.endpoint.dialect

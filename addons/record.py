@@ -67,6 +67,7 @@ class Record:
                 await self.state.store.release(call.request_id, error, client=call.client, provider=call.provider)
             if self.state.control_plane is not None:
                 await self.state.store.enqueue("span", f"span:{call.request_id}", self._span(ctx, call, cost))
+                self.state.control_plane.exporter.wake()  # deliver now, not at the next idle tick
         except Exception:
             # The reservation stays and is reclaimed at the next start; the call itself is done.
             log.exception("settle_failed request_id=%s", call.request_id)

@@ -16,6 +16,18 @@ def context(flow: http.HTTPFlow) -> RequestContext | None:
     return ctx if isinstance(ctx, RequestContext) else None
 
 
+def pending_call(flow: http.HTTPFlow) -> RequestContext | None:
+    """The context of an authenticated provider call nothing has answered yet; else None.
+
+    Every step after auth starts here: an earlier verdict (a refusal, a local
+    answer) is final and later steps leave the flow alone.
+    """
+    ctx = context(flow)
+    if flow.response is not None or ctx is None or ctx.endpoint is None or not ctx.authenticated:
+        return None
+    return ctx
+
+
 def reply(flow: http.HTTPFlow, version: str, status: int, body: bytes, headers: dict[str, str]) -> None:
     ctx = context(flow)
     stamped = dict(headers)

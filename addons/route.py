@@ -17,7 +17,7 @@ from mitmproxy import http
 
 from addons.auth import key_matches, presented_key
 from addons.intercept import intercepted
-from addons.respond import context, reply_error
+from addons.respond import pending_call, reply_error
 from agent import login
 from agent.core.dialects import Provider
 from agent.core.errors import GatewayError
@@ -39,8 +39,8 @@ class Route:
         self._vk_read_at = -VK_REFRESH_S
 
     async def request(self, flow: http.HTTPFlow) -> None:
-        ctx = context(flow)
-        if flow.response is not None or ctx is None or ctx.endpoint is None or not ctx.authenticated:
+        ctx = pending_call(flow)
+        if ctx is None:
             return
         provider = ctx.endpoint.provider
         origin = intercepted(flow)

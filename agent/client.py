@@ -123,7 +123,7 @@ class LocalClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "LocalClient":
+    def __enter__(self) -> LocalClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

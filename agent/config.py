@@ -37,7 +37,7 @@ SECRET_FIELDS = frozenset(
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 # Per-user by nature, so never taken from machine-wide managed settings.
 UNMANAGEABLE_FIELDS = SECRET_FIELDS | {"data_dir"}
-_managed_sources: ContextVar[dict[str, str]] = ContextVar("governor_managed_sources", default={})
+_managed_sources: ContextVar[dict[str, str]] = ContextVar("governor_managed_sources")
 
 
 def config_file_path() -> Path:
@@ -159,7 +159,7 @@ class Settings(BaseSettings):
     _managed: dict[str, str] = PrivateAttr(default_factory=dict)
 
     def model_post_init(self, context: Any) -> None:
-        self._managed = _managed_sources.get()
+        self._managed = _managed_sources.get({})
 
     def managed_keys(self) -> dict[str, str]:
         """Keys set by managed settings (and locked), each with where it came from."""

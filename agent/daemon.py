@@ -29,20 +29,20 @@ from addons.policy import Policy
 from addons.record import Record
 from addons.route import Route, initial_credentials
 from agent import maintenance, secrets
-from agent.forwarder import Forwarder, azure_key, build_router
-from agent.pac import pac
-from agent.trustca import ensure_ca, system_bundle
 from agent.bundlefile import BundleFile
 from agent.config import Settings
-from agent.orgsync import OrgConnection, control_plane_url
 from agent.core.bundle import Bundle, BundleError, parse_bundle
 from agent.core.dialects import Dialect, Provider
 from agent.core.errors import GatewayError, render
 from agent.core.routing import INTERCEPT_HOSTS
 from agent.core.tracing import start_trace
 from agent.core.upstream import Upstream
+from agent.forwarder import Forwarder, azure_key, build_router
+from agent.orgsync import OrgConnection, control_plane_url
+from agent.pac import pac
 from agent.state import GatewayState
 from agent.store import Store
+from agent.trustca import ensure_ca, system_bundle
 from agent.version import VERSION
 
 log = logging.getLogger("governor.daemon")

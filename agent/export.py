@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import httpx
 
 from agent import otlp
-from agent.sync import Backoff, wait_any, call_store, error_code
+from agent.sync import Backoff, call_store, error_code, wait_any
 from agent.version import VERSION
 
 __all__ = [

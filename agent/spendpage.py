@@ -13,7 +13,8 @@ from __future__ import annotations
 import html
 import time
 import webbrowser
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from agent import statusview as view
 

@@ -9,14 +9,15 @@ older agent, or one without governance, simply shows less.
 from __future__ import annotations
 
 import datetime as dt
-from enum import Enum
-from typing import Any, Mapping
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
 
 WARN_PCT = 80.0
 BLOCKED_STATES = frozenset({"blocked", "revoked", "vk_revoked"})
 
 
-class Health(str, Enum):
+class Health(StrEnum):
     """The one-word state the tray colours and `status` exits with."""
 
     GOVERNED = "governed"

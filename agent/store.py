@@ -72,15 +72,17 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import sqlite_utils
 
 from agent.core.budget import (
+    NANO_PER_MICRO,
     BudgetLine,
     BudgetSpec,
     Totals,
@@ -88,7 +90,6 @@ from agent.core.budget import (
     check_rate_limits,
     current_window,
     decide_admission,
-    NANO_PER_MICRO,
     percent_used,
     provider_filter,
     rate_windows,

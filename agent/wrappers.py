@@ -32,8 +32,9 @@ Per tool (see shared reference "real-clients"):
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 TOOLS = ("aider", "claude", "codex", "cursor", "gemini", "opencode")
 CODEX_PROVIDER = "governor"

@@ -73,7 +73,7 @@ async def main() -> None:
     lines = applicable_budgets(BUDGETS, WHO, {"anthropic"}, NOW)
     stores = {"empty": empty, f"{args.history:,} rows": big}
     timings = {name: {"admit": [], "admit+settle": []} for name in stores}
-    for name, store in stores.items():
+    for store in stores.values():
         await store.apply_bundle_budgets(BUDGETS)
         for i in range(200):  # warm-up: page cache, statement cache
             await one_request(store, f"warm-{i}", lines, {"admit": [], "admit+settle": []})

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-
-from typing import TYPE_CHECKING
 
 from tests.harness import LOCAL_KEY, AgentProcess
 
@@ -46,7 +45,7 @@ def local_key() -> str:
 
 
 @pytest.fixture(scope="module")
-def fake_provider() -> Iterator["FakeProvider"]:
+def fake_provider() -> Iterator[FakeProvider]:
     from tests.fakes.providers import FakeProvider
 
     with FakeProvider() as fake:
@@ -54,7 +53,7 @@ def fake_provider() -> Iterator["FakeProvider"]:
 
 
 @pytest.fixture(scope="module")
-def governed(tmp_path_factory: pytest.TempPathFactory, fake_provider: "FakeProvider") -> Iterator[AgentProcess]:
+def governed(tmp_path_factory: pytest.TempPathFactory, fake_provider: FakeProvider) -> Iterator[AgentProcess]:
     """An agent whose three providers all point at the module's fake provider."""
     agent = AgentProcess(tmp_path_factory.mktemp("governed") / "agent", upstream=fake_provider.base_url).start()
     yield agent
@@ -62,7 +61,7 @@ def governed(tmp_path_factory: pytest.TempPathFactory, fake_provider: "FakeProvi
 
 
 @pytest.fixture
-def fake(fake_provider: "FakeProvider") -> Iterator["FakeProvider"]:
+def fake(fake_provider: FakeProvider) -> Iterator[FakeProvider]:
     """The module's fake provider, cleared and reset for each test."""
     fake_provider.reset()
     fake_provider.clear()

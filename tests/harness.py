@@ -48,7 +48,7 @@ class AgentProcess:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> "AgentProcess":
+    def start(self, timeout: float = 30.0) -> AgentProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._close_log()
         self._log_file = open(self.log_path, "ab")
@@ -99,7 +99,7 @@ class AgentProcess:
             self._log_file.close()
             self._log_file = None
 
-    def __enter__(self) -> "AgentProcess":
+    def __enter__(self) -> AgentProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -24,7 +24,7 @@ from agent.core.bundle import Budget, RateLimits
 
 
 def ts(*args: int) -> int:
-    return int(datetime(*args, tzinfo=timezone.utc).timestamp())  # type: ignore[misc]
+    return int(datetime(*args, tzinfo=UTC).timestamp())  # type: ignore[misc]
 
 
 def budget(**kw: object) -> Budget:

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from agent import otlp
+from agent.core.admission import spend_attribution
 from agent.core.bundle import parse_bundle
 from agent.core.usage import Usage
-from agent.core.admission import spend_attribution
 from agent.export import Exporter, agent_instance_id
 from agent.store import Store
 from tests.fakes.controlplane import DEFAULT_BUNDLE, FakeControlPlane
@@ -105,7 +105,7 @@ def test_exactly_once_across_outage_and_two_restarts(cp: FakeControlPlane, db_pa
         store = Store.open(db_path)  # a restart: new store, new exporter, same file
         exp = exporter(cp, store)
 
-        async def body(phase: int = phase) -> None:
+        async def body(phase: int = phase, store: Store = store) -> None:
             if phase == 0:
                 await calls(store, 0, 250)
                 await until(lambda: len(cp.spend) >= 200)

@@ -8,7 +8,6 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -16,8 +15,8 @@ import httpx
 import openai
 import pytest
 
-from tests.gateway_client import anthropic_client, openai_client
 from tests.fakes.providers import FakeUsage
+from tests.gateway_client import anthropic_client, openai_client
 from tests.harness import LOCAL_KEY, AgentProcess
 from tests.recording import Recorder
 

@@ -215,7 +215,7 @@ def test_systemd_unit_and_autostart_entry(tmp_path: Path) -> None:
                                 capture_output=True, text=True, timeout=60,
                                 env={**os.environ, "XDG_RUNTIME_DIR": str(runtime_dir)})
         # On a build machine /opt/governor is absent: that is the only complaint allowed.
-        problems = [l for l in result.stderr.splitlines() if l.strip() and "/opt/governor/governor" not in l]
+        problems = [line for line in result.stderr.splitlines() if line.strip() and "/opt/governor/governor" not in line]
         assert not problems, result.stderr
 
 

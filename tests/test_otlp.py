@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from agent import otlp

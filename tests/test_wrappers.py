@@ -96,7 +96,7 @@ def test_codex_gets_a_responses_provider_as_overrides(agent: AgentProcess, fake_
     result = run_wrapper("codex", ["exec", "--skip-git-repo-check", "say hi"], wrapper_env(agent.env, fake_bin))
     assert result.returncode == 0, result.stderr
     argv, tool_env, _ = recorded(fake_bin, "codex")
-    overrides = dict(pair.split("=", 1) for flag, pair in zip(argv[0:10:2], argv[1:10:2]) if flag == "-c")
+    overrides = dict(pair.split("=", 1) for flag, pair in zip(argv[0:10:2], argv[1:10:2], strict=False) if flag == "-c")
     assert overrides == {
         "model_provider": '"governor"',
         "model_providers.governor.name": '"Governor"',

@@ -18,10 +18,11 @@ import sys
 import threading
 import time
 import webbrowser
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from agent import client as api
 from agent import statusview as view
@@ -63,7 +64,7 @@ class Entry:
     action: str | None = None  # None: an information line
     enabled: bool = True
     argument: str | None = None
-    children: tuple["Entry", ...] = ()
+    children: tuple[Entry, ...] = ()
     separator: bool = False
 
 

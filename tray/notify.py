@@ -9,7 +9,8 @@ status payloads and returns (title, message) pairs to show.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from agent import statusview as view
 

@@ -6,9 +6,9 @@ Pure: the budget addon turns a plan into one ledger transaction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from agent.core import budget as budget_rules

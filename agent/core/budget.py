@@ -35,10 +35,11 @@ from __future__ import annotations
 
 import calendar
 import math
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Collection, Mapping, Protocol, Sequence
+from typing import Protocol
 
 from agent.core.errors import GatewayError
 
@@ -165,13 +166,13 @@ def _add_months(anchor: datetime, months: int) -> int:
 
 def _month_window(resets_at: int | None, now: float) -> Window:
     if not resets_at:
-        t = datetime.fromtimestamp(now, timezone.utc)
-        first = datetime(t.year, t.month, 1, tzinfo=timezone.utc)
+        t = datetime.fromtimestamp(now, UTC)
+        first = datetime(t.year, t.month, 1, tzinfo=UTC)
         return Window(int(first.timestamp()), _add_months(first, 1))
-    anchor = datetime.fromtimestamp(resets_at, timezone.utc)
+    anchor = datetime.fromtimestamp(resets_at, UTC)
     # Always count from the anchor so that day clamping never drifts (31 → 28 → 28 …).
-    k = (datetime.fromtimestamp(now, timezone.utc).year - anchor.year) * 12
-    k += datetime.fromtimestamp(now, timezone.utc).month - anchor.month
+    k = (datetime.fromtimestamp(now, UTC).year - anchor.year) * 12
+    k += datetime.fromtimestamp(now, UTC).month - anchor.month
     k -= 1
     while _add_months(anchor, k) > now:
         k -= 1
@@ -302,7 +303,7 @@ def _reset_sentence(line: BudgetLine, now: float) -> str:
         return "This is a lifetime budget and does not reset; ask your admin to raise it."
     if line.window_end is None:
         return "It resets when an admin resets it."
-    at = datetime.fromtimestamp(line.window_end, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    at = datetime.fromtimestamp(line.window_end, UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"It resets at {at} (in {format_duration(line.window_end - now)})."
 
 

@@ -25,7 +25,7 @@ class Upstream:
     path_prefix: str  # "" or e.g. "/openai" for a corporate proxy mounted under a path
 
     @classmethod
-    def parse(cls, base_url: str) -> "Upstream":
+    def parse(cls, base_url: str) -> Upstream:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"upstream base URL must be http(s)://host[:port][/prefix], got {base_url!r}")

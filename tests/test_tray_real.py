@@ -58,7 +58,7 @@ def changed_pixels(a: Image.Image, b: Image.Image, box: tuple[int, int, int, int
 def display(tmp_path: Path):
     read_fd, write_fd = os.pipe()
     xvfb = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "640x400x24", "-nolisten", "tcp"],
+        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "640x560x24", "-nolisten", "tcp"],
         pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     os.close(write_fd)
@@ -70,7 +70,8 @@ def display(tmp_path: Path):
 
 
 def test_tray_icon_menu_and_quit(display: str, tmp_path: Path) -> None:
-    with AgentProcess(tmp_path / "agent") as agent:
+    # Governed by the example bundle, so the menu shows what an engineer sees: budgets and spend.
+    with AgentProcess(tmp_path / "agent", env={"GOVERNOR_BUNDLE": str(REPO / "docs" / "example-bundle.json")}) as agent:
         env = {**agent.env, "DISPLAY": display, "NO_AT_BRIDGE": "1", "PYSTRAY_BACKEND": "gtk"}
         session = (
             "dunst >/dev/null 2>&1 & "
@@ -96,11 +97,11 @@ def test_tray_icon_menu_and_quit(display: str, tmp_path: Path) -> None:
             subprocess.run(["xdotool", "mousemove", str(centre[0]), str(centre[1]), "click", "3"], env=xdo, check=True)
             time.sleep(1.5)
             menu = screenshot(display, tmp_path / "menu.png")
-            below = (0, PANEL_HEIGHT, 640, 400)
+            below = (0, PANEL_HEIGHT, 640, 560)
             assert changed_pixels(docked, menu, below) > 5000, "right-click opened no menu"
-            menu.crop((0, 0, 420, 400)).save(tmp_path / "tray.png")
+            menu.crop((0, 0, 640, 340)).save(tmp_path / "tray.png")
             if os.environ.get("GOVERNOR_UPDATE_DOCS"):
-                menu.crop((0, 0, 420, 400)).save(REPO / "docs" / "tray.png")
+                menu.crop((0, 0, 640, 340)).save(REPO / "docs" / "tray.png")
 
             # Quit is the menu's last item: Up from no selection lands on it.
             subprocess.run(["xdotool", "key", "Up", "Return"], env=xdo, check=True)

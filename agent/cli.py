@@ -24,11 +24,14 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     from agent.store import StoreInUse
 
     logs.add_file()  # besides stderr: what `governor logs` and the tray's "Open logs" read
+    writer = logs.off_the_loop()
     try:
         asyncio.run(serve(settings))
     except StoreInUse as exc:
         print(f"governor: {exc}", file=sys.stderr)
         return 2
+    finally:
+        writer.stop()
     return 0
 
 

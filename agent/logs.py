@@ -89,6 +89,23 @@ def add_file(path: Path | None = None) -> Path | None:
     return path
 
 
+def off_the_loop() -> logging.handlers.QueueListener:
+    """Hand the writing of log lines to a thread: the proxy's event loop only queues them.
+
+    Writing a line costs a flush and, for the rotating file, a stat of it; on a
+    slow or busy disk that would stall every request in flight. Stop the
+    returned listener at exit to flush what is queued.
+    """
+    import queue
+
+    root = logging.getLogger()
+    lines: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(lines, *root.handlers, respect_handler_level=True)
+    root.handlers[:] = [logging.handlers.QueueHandler(lines)]
+    listener.start()
+    return listener
+
+
 # -- reading (`governor logs`) ------------------------------------------------------
 
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from agent import statusview
-from tests.harness import AgentProcess, free_port
+from tests.harness import AgentProcess, free_port, governor
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +17,6 @@ def agent(tmp_path_factory: pytest.TempPathFactory):
     with AgentProcess(tmp_path_factory.mktemp("status-agent")) as running:
         yield running
 
-
-def governor(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], env=env, capture_output=True, text=True, timeout=60)
 
 
 def test_status_json_is_the_agents(agent: AgentProcess) -> None:

@@ -15,11 +15,7 @@ import httpx
 import pytest
 
 from agent import logs
-from tests.harness import LOCAL_KEY, AgentProcess
-
-
-def governor(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agent.cli", *args], env=env, capture_output=True, text=True, timeout=60)
+from tests.harness import LOCAL_KEY, AgentProcess, governor
 
 
 def wait_for(predicate, timeout: float = 10.0):  # type: ignore[no-untyped-def]

@@ -62,6 +62,8 @@ MANAGED_KEYS = frozenset(
         "bundle_path", "bundle_revalidate_s", "changes_timeout_s", "control_plane_url", "drain_pre_wait_s",
         "drain_timeout_s", "enrollment_org", "gemini_base_url", "intercept_enabled", "listen", "log_level",
         "openai_base_url", "otlp_extra_endpoint", "outbox_max_mb", "upstream_timeout_s",
+        "azure_openai_api_version", "azure_openai_base_url", "gateway_url", "intercept_hosts", "intercept_listen",
+        "upstream_ca_file", "upstream_mode",
     }
 )
 

@@ -60,6 +60,22 @@ def client_metadata(header: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+# Provider types of the bundle's `providers[]` that serve each of our upstream dialects.
+_PROVIDER_TYPES = {"anthropic": {"anthropic", "bedrock"}, "openai": {"openai", "azure"}, "gemini": {"gemini", "vertex"}}
+
+
+def provider_ids(bundle: Bundle, provider: str) -> set[str]:
+    """Every name a provider-filtered budget may use for `provider`: its type, the
+    control plane's model-provider ids of that type (`providers[]` in the bundle),
+    and the `mp_<type>` spelling the fallback chain also accepts."""
+    ids = {provider, f"mp_{provider}"}
+    types = _PROVIDER_TYPES.get(provider, {provider})
+    for entry in bundle.model_extra.get("providers") or []:
+        if isinstance(entry, dict) and entry.get("type") in types and entry.get("id"):
+            ids.add(str(entry["id"]))
+    return ids
+
+
 def identity(bundle: Bundle) -> budget_rules.Identity:
     return budget_rules.Identity(
         vk_id=bundle.vk_id,
@@ -85,7 +101,7 @@ def plan_admission(
     provider = endpoint.provider.value
     quote = price_for(model, provider, bundle.prices)
     worst = worst_case_nano_usd(estimate_input_tokens(body_bytes), requested_max_output(endpoint.dialect, body), quote)
-    lines = budget_rules.applicable_budgets(bundle.budgets, identity(bundle), {provider}, now)
+    lines = budget_rules.applicable_budgets(bundle.budgets, identity(bundle), provider_ids(bundle, provider), now)
     attribution = spend_attribution(
         bundle, model=model, request_type=REQUEST_TYPES[endpoint.dialect], trace_id=trace_id,
         model_provider_id=provider, end_user_id=end_user_id, metadata=metadata,

@@ -222,4 +222,7 @@ def render_text(status: Mapping[str, Any], now: float | None = None) -> str:
         lines.append(
             "Providers: " + ", ".join(f"{name} {info.get('credential', '?')}" for name, info in sorted(providers.items()))
         )
+    managed = status.get("managed") or {}
+    if managed:  # set by IT through the MDM, and locked
+        lines.append("Managed: " + ", ".join(f"{key} (from {source})" for key, source in sorted(managed.items())))
     return "\n".join(lines)

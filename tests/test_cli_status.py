@@ -60,3 +60,15 @@ def test_status_text_with_governance_fields() -> None:
     assert "Today: 3 calls · $0.42 · 1,234 tokens" in text
     assert "by model: claude-opus-4-8 $0.40 (2), gpt-5.5 $0.02" in text
     assert "model not allowed" in text and "Policy bundle r7 from file, 90s old" in text
+
+
+def test_status_shows_managed_keys_and_their_source(tmp_path: Path) -> None:
+    managed = tmp_path / "managed"
+    managed.mkdir()
+    (managed / "managed.toml").write_text('log_level = "DEBUG"\ndrain_timeout_s = 20.0\n')
+    env = {"GOVERNOR_MANAGED_PLATFORM": "linux", "GOVERNOR_MANAGED_DIR": str(managed)}
+    with AgentProcess(tmp_path / "agent", env=env) as running:
+        result = governor(running.env, "status")
+    assert result.returncode in (0, 1), result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith("Managed: "))
+    assert "drain_timeout_s (from" in line and "log_level (from" in line and "managed.toml" in line

@@ -72,7 +72,10 @@ class Route:
             request.headers.pop(header, None)
         # The tap reads a copy of the response; compressed bytes would hide the usage.
         request.headers["accept-encoding"] = "identity"
-        if plan.chained:
+        # Streams go through the relay even with one upstream: if that upstream dies
+        # mid-stream, the relay ends the client's stream with the dialect's own
+        # terminal error event (mitmproxy alone could only drop the connection).
+        if plan.chained or (ctx.stream and origin is None):
             self._to_relay(flow, ctx, plan, client_auth)
         else:
             self._to_upstream(request, provider, primary, origin is not None)

@@ -7,7 +7,6 @@ import socket
 import time
 
 import httpx
-import pytest
 
 from tests.gateway_client import call_record
 from tests.harness import LOCAL_KEY, free_port
@@ -84,17 +83,18 @@ def test_provider_error_passes_through_unchanged(governed, fake):
     assert r.json()["error"]["type"] == "overloaded_error"
 
 
-def test_truncated_upstream_stream_records_partial_usage(governed, fake):
+def test_truncated_upstream_stream_ends_with_the_dialects_error_event(governed, fake):
     fake.configure(truncate_after=3)
     body = {"model": "claude-sonnet-4-5", "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     with httpx.stream("POST", governed.base_url + "/v1/messages", headers=AUTH, json=body) as r:
         request_id = r.headers["x-langwatch-request-id"]
-        received = b""
-        with pytest.raises(httpx.RemoteProtocolError):
-            for chunk in r.iter_raw():
-                received += chunk
+        received = r.read()
     ex = fake.last
-    assert ex.truncated and received == bytes(ex.sent)
+    assert ex.truncated
+    # What the provider sent, byte for byte, then Anthropic's own terminal error event.
+    assert received.startswith(bytes(ex.sent))
+    tail = received[len(ex.sent):]
+    assert tail.startswith(b"event: error\ndata: ") and b'"type":"error"' in tail
     call = call_record(governed, request_id)
     assert call["error"]
     # message_start arrived, so the input side of usage is known even though the stream died.

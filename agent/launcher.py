@@ -23,6 +23,7 @@ AGENT_START_TIMEOUT_S = 15.0
 EXIT_BLOCKED = 2
 EXIT_NO_AGENT = 3
 EXIT_NOT_FOUND = 127
+EXIT_UNSAFE_DIR = 4
 AGENT_PID_FILE = "agent.pid"
 
 
@@ -92,6 +93,25 @@ def gemini_system_settings_path(env: dict[str, str]) -> Path:
     return Path("/etc/gemini-cli/settings.json")
 
 
+def shared_writable_ancestor(path: Path) -> Path | None:
+    """The first directory above `path` that others may write to (sticky /tmp included).
+
+    Gemini CLI ignores a system settings file below such a directory (someone
+    else could have planted it), and then fails with "Invalid auth method".
+    """
+    if os.name != "posix":
+        return None
+    for parent in path.resolve().parents:
+        try:
+            if parent.stat().st_mode & 0o022:
+                return parent
+        except FileNotFoundError:
+            continue  # made later, with the agent's private mode
+        except OSError:
+            return None
+    return None
+
+
 def _read_optional(path: Path) -> str | None:
     try:
         return path.read_text()
@@ -118,6 +138,12 @@ def run_tool(tool: str, args: list[str], settings: Any) -> int:
 
     run_dir = Path(settings.data_dir) / "run"
     existing: dict[str, str | None] = {}
+    if tool == "gemini" and (unsafe := shared_writable_ancestor(run_dir / wrappers.GEMINI_SETTINGS_FILE)):
+        _err(
+            f"Gemini CLI would ignore the agent's settings under {unsafe} (writable by other users) and fail "
+            f"with 'Invalid auth method'; give the agent a private data dir (GOVERNOR_DATA_DIR) and run again"
+        )
+        return EXIT_UNSAFE_DIR
     if tool == "gemini":
         own = run_dir / wrappers.GEMINI_SETTINGS_FILE
         path = gemini_system_settings_path(env)

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from agent import wrappers
+from agent import launcher, wrappers
 from tests.harness import LOCAL_KEY, AgentProcess, free_port
 
 FAKE_TOOL = r"""#!/bin/sh
@@ -109,10 +112,37 @@ def test_codex_gets_a_responses_provider_as_overrides(agent: AgentProcess, fake_
     assert not (fake_bin.parent / "home" / ".codex").exists()
 
 
-def test_gemini_gets_api_key_auth_without_touching_home(agent: AgentProcess, fake_bin: Path, tmp_path: Path) -> None:
+@pytest.fixture
+def private_data_dir() -> Iterator[Path]:
+    """A data dir no other user can write above: Gemini CLI ignores system settings elsewhere.
+
+    pytest's tmp dirs live under the world-writable /tmp, so this one is made in
+    the real home's cache (removed afterwards); a machine whose home is shared-writable skips.
+    """
+    base = Path.home() / ".cache" / "governor-tests"
+    if launcher.shared_writable_ancestor(base / "x") is not None:
+        pytest.skip(f"no private directory for Gemini CLI's settings: {launcher.shared_writable_ancestor(base / 'x')} is shared-writable")
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = Path(tempfile.mkdtemp(dir=base))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_gemini_refuses_a_data_dir_other_users_can_write_above(agent: AgentProcess, fake_bin: Path) -> None:
+    assert launcher.shared_writable_ancestor(agent.data_dir / "run" / "x") is not None  # pytest's /tmp
+    result = run_wrapper("gemini", ["-p", "say hi"], wrapper_env(agent.env, fake_bin))
+    assert result.returncode == launcher.EXIT_UNSAFE_DIR
+    assert b"writable by other users" in result.stderr and b"GOVERNOR_DATA_DIR" in result.stderr
+    assert not (fake_bin.parent / "out" / "gemini.argv").exists()  # never launched un-governed
+
+
+def test_gemini_gets_api_key_auth_without_touching_home(
+    agent: AgentProcess, fake_bin: Path, tmp_path: Path, private_data_dir: Path
+) -> None:
     org = tmp_path / "org-settings.json"
     org.write_text(json.dumps({"telemetry": {"enabled": False}, "security": {"auth": {"selectedType": "oauth-personal"}}}))
-    env = wrapper_env(agent.env, fake_bin, GOOGLE_API_KEY="personal", GEMINI_CLI_SYSTEM_SETTINGS_PATH=str(org))
+    env = wrapper_env(agent.env, fake_bin, GOOGLE_API_KEY="personal", GEMINI_CLI_SYSTEM_SETTINGS_PATH=str(org),
+                      GOVERNOR_DATA_DIR=str(private_data_dir))
     result = run_wrapper("gemini", ["-m", "gemini-2.5-flash", "-p", "say hi"], env)
     assert result.returncode == 0, result.stderr
     argv, tool_env, _ = recorded(fake_bin, "gemini")
@@ -122,7 +152,7 @@ def test_gemini_gets_api_key_auth_without_touching_home(agent: AgentProcess, fak
     assert "GOOGLE_API_KEY" not in tool_env
     settings = json.loads((fake_bin.parent / "out" / "gemini.gemini-settings").read_text())
     assert settings == {"security": {"auth": {"selectedType": "gemini-api-key"}}, "telemetry": {"enabled": False}}
-    assert Path(tool_env["GEMINI_CLI_SYSTEM_SETTINGS_PATH"]).parent == agent.data_dir / "run"
+    assert Path(tool_env["GEMINI_CLI_SYSTEM_SETTINGS_PATH"]).parent == private_data_dir / "run"
     assert not (fake_bin.parent / "home" / ".gemini").exists()
 
 

@@ -24,6 +24,7 @@ from agent.pagesession import LINK_TTL_S, SESSION_TTL_S
 from agent.state import GatewayState
 
 API_PREFIX = "/_governor/v1/"
+RECENT_REFUSALS_IN_STATUS = 5
 PAGE_PATH = "/_governor/"
 Reply = tuple[int, dict[str, Any]]
 
@@ -146,6 +147,7 @@ async def status(state: GatewayState) -> Reply:
         "budgets": await budgets(state),
         "today": await today(state),
         "last_refusal": state.last_refusal,
+        "refusals": list(reversed(state.refusals))[:RECENT_REFUSALS_IN_STATUS],
         "control_plane": state.control_plane.to_json() if state.control_plane else None,
         "key_state": state.revoked_code or "active",
         "managed": state.settings.managed_keys(),

@@ -214,9 +214,13 @@ def render_text(status: Mapping[str, Any], now: float | None = None) -> str:
             if rows:
                 parts = [f"{name} {money(cost)}" + (f" ({n})" if n is not None else "") for name, cost, n in rows[:6]]
                 lines.append(f"  {label}: " + ", ".join(parts))
-    refusal = refusal_line(status, now)
-    if refusal:
-        lines.append(refusal)
+    refusals = (status.get("refusals") or [])[:5]
+    if len(refusals) > 1:
+        lines.append("Last refusals:")
+        for refusal in refusals:
+            lines.append("  " + (refusal_line({"last_refusal": refusal}, now) or "").removeprefix("Last refused "))
+    elif refusal_line(status, now):
+        lines.append(refusal_line(status, now) or "")
     providers = status.get("providers") or {}
     if providers:
         lines.append(

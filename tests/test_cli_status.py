@@ -61,6 +61,14 @@ def test_status_text_with_governance_fields() -> None:
     assert "by model: claude-opus-4-8 $0.40 (2), gpt-5.5 $0.02" in text
     assert "model not allowed" in text and "Policy bundle r7 from file, 90s old" in text
 
+    status["refusals"] = [
+        {"at": 1798761000, "code": "budget_exceeded", "message": "the principal limit is spent", "client": "claude-code"},
+        status["last_refusal"],
+    ]
+    text = statusview.render_text(status)
+    listed = text.split("Last refusals:\n", 1)[1].splitlines()[:2]
+    assert "the principal limit is spent" in listed[0] and "model not allowed" in listed[1]
+
 
 def test_status_shows_managed_keys_and_their_source(tmp_path: Path) -> None:
     managed = tmp_path / "managed"

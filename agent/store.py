@@ -577,7 +577,13 @@ class Store:
 
     async def budget_view(self, lines: Sequence[BudgetLine]) -> list[BudgetStatus]:
         """Per budget (each line in its current window): limit, spent, reserved, remaining, pct."""
-        return await self._read(partial(_budget_view, list(lines)))
+        # From the admission mirror: it already holds the admissions whose writes are still queued.
+        with self._lock:
+            totals = [
+                Totals(*row) if (row := self._totals.get((ln.budget_id, ln.window_start))) else Totals(spent_acked=ln.bundle_spent_nano)
+                for ln in lines
+            ]
+        return [_budget_status(line, t) for line, t in zip(lines, totals, strict=True)]
 
     async def daily_spend(self, day: str | None = None, now: float | None = None) -> DailySpend:
         """Requests, tokens and cost of one local day (default today), per model and per client."""
@@ -1108,32 +1114,21 @@ def _micro_up(nano: int) -> int:
     return -(-nano // NANO_PER_MICRO)
 
 
-def _budget_view(lines: list[BudgetLine], conn: sqlite3.Connection) -> list[BudgetStatus]:
-    out = []
-    for line in lines:
-        row = conn.execute(
-            """SELECT spent_acked_nano, delivered_nano, settled_unacked_nano, reserved_nano FROM budget_totals
-               WHERE budget_id = ? AND window_start = ?""",
-            [line.budget_id, line.window_start],
-        ).fetchone()
-        totals = Totals(*map(int, row)) if row else Totals(spent_acked=line.bundle_spent_nano)
-        remaining = max(0, line.limit_nano - totals.committed)
-        out.append(
-            BudgetStatus(
-                budget_id=line.budget_id,
-                scope=line.scope,
-                window=line.window,
-                on_breach=line.on_breach,
-                provider=line.provider,
-                limit_micro_usd=line.limit_nano // NANO_PER_MICRO,
-                spent_micro_usd=_micro_up(totals.spent),
-                reserved_micro_usd=_micro_up(totals.reserved),
-                remaining_micro_usd=remaining // NANO_PER_MICRO,
-                window_end=line.window_end,
-                pct=percent_used(line, totals),
-            )
-        )
-    return out
+def _budget_status(line: BudgetLine, totals: Totals) -> BudgetStatus:
+    remaining = max(0, line.limit_nano - totals.committed)
+    return BudgetStatus(
+        budget_id=line.budget_id,
+        scope=line.scope,
+        window=line.window,
+        on_breach=line.on_breach,
+        provider=line.provider,
+        limit_micro_usd=line.limit_nano // NANO_PER_MICRO,
+        spent_micro_usd=_micro_up(totals.spent),
+        reserved_micro_usd=_micro_up(totals.reserved),
+        remaining_micro_usd=remaining // NANO_PER_MICRO,
+        window_end=line.window_end,
+        pct=percent_used(line, totals),
+    )
 
 
 _SPEND_COLUMNS = """count(*), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),

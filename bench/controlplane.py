@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 from agent.store import Store  # noqa: E402
 from tests.fakes.controlplane import FakeControlPlane  # noqa: E402
 from tests.fakes.providers import FakeProvider  # noqa: E402
-from tests.harness import LOCAL_KEY, AgentProcess  # noqa: E402
+from tests.harness import LOCAL_KEY, AgentProcess, wait_until  # noqa: E402
 
 AUTH = {"authorization": f"Bearer {LOCAL_KEY}"}
 MESSAGE = {"model": "claude-sonnet-4-5", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}
@@ -66,14 +66,6 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def wait_until(predicate: Any, timeout: float, step: float = 0.05, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise TimeoutError(f"{what} not met within {timeout}s")
 
 
 class Rig:

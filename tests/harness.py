@@ -8,8 +8,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 
@@ -109,3 +110,14 @@ class AgentProcess:
 def governor(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """`governor <args>` as a person would run it, in `env` (an agent's, to talk to that agent)."""
     return subprocess.run([sys.executable, "-m", "agent.cli", *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, step: float = 0.05, what: str = "condition") -> Any:
+    """Poll `predicate` until it returns something truthy, and return that; TimeoutError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise TimeoutError(f"{what} not met within {timeout}s")

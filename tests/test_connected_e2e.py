@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.fakes.controlplane import FakeControlPlane
-from tests.harness import LOCAL_KEY, AgentProcess
+from tests.harness import LOCAL_KEY, AgentProcess, wait_until
 
 AUTH = {"authorization": f"Bearer {LOCAL_KEY}"}
 MESSAGE = {"model": "claude-sonnet-4-5", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}
@@ -26,14 +26,6 @@ def control_plane() -> Iterator[FakeControlPlane]:
         yield cp
 
 
-def wait_until(predicate: Any, timeout: float = 10.0, step: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def status(agent: AgentProcess) -> dict[str, Any]:
